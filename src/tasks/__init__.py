@@ -1,0 +1,1 @@
+"""The training application: tasks built on the `lxrt` library."""

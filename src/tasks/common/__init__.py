@@ -1,0 +1,1 @@
+"""What every task shares: arguments, features, the training loop, distributed and precision."""
