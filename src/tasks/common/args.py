@@ -1,0 +1,94 @@
+"""Command-line flags, parsed only in entry points (`main(argv)`).
+
+The authors' camelCase flags are kept (`--batchSize`, `--loadLXMERT`, `--llayers`, ...), each
+with a kebab-case alias; defaults are the LXMERT-S recipe where the authors' run scripts always
+override param.py (0/5/0 layers, batch 32, lr 5e-5)."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def _kebab(flag: str) -> str:
+    out = []
+    for ch in flag:
+        out.append("-" + ch.lower() if ch.isupper() else ch)
+    return "".join(out)
+
+
+def add(parser, flag: str, **kwargs):
+    """Add `--camelCase` plus its `--kebab-case` alias when they differ."""
+    names = [flag]
+    alias = _kebab(flag)
+    if alias != flag:
+        names.append(alias)
+    return parser.add_argument(*names, **kwargs)
+
+
+def base_parser(description: str, epochs: int) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    g = p.add_argument_group("splits")
+    add(g, "--train", default="train", help="comma-separated training splits ('' = no training)")
+    add(g, "--valid", default="valid", help="validation split ('' = none)")
+    add(g, "--test", default=None, help="split to predict and write results for")
+    g = p.add_argument_group("training (the authors' recipe)")
+    add(g, "--batchSize", dest="batch_size", type=int, default=32,
+        help="global batch size (split across DDP ranks)")
+    add(g, "--evalBatchSize", dest="eval_batch_size", type=int, default=None,
+        help="per-process evaluation batch size (default: 4 x batchSize; no numeric effect)")
+    add(g, "--optim", default="bert", choices=["bert"], help="BertAdam, as every run script")
+    add(g, "--lr", type=float, default=5e-5)
+    add(g, "--epochs", type=int, default=epochs)
+    add(g, "--warmup", type=float, default=0.1, help="warmup fraction of t_total")
+    add(g, "--clipNorm", dest="clip_norm", type=float, default=5.0)
+    add(g, "--seed", type=int, default=9595)
+    add(g, "--dropout", type=float, default=None,
+        help="ignored, as in the authors' code (dropout is 0.1 from bert_config.json)")
+    g = p.add_argument_group("model and weights")
+    add(g, "--llayers", type=int, default=0)
+    add(g, "--xlayers", type=int, default=5)
+    add(g, "--rlayers", type=int, default=0)
+    add(g, "--modelConfig", dest="model_config", default=None,
+        help="BERT-style bert_config.json with model sizes (default: bert-base-uncased sizes)")
+    add(g, "--load", default=None, help="fine-tuned task model: reads LOAD.pth")
+    add(g, "--loadLXMERT", dest="load_lxmert", default=None,
+        help="pre-trained encoder: P, P_LXRT.pth or the README's data/mode_LXRT.bin")
+    add(g, "--loadLXMERTQA", dest="load_lxmert_qa", default=None,
+        help="pre-trained encoder plus its QA (VQA/GQA) or ITM (retrieval) head")
+    add(g, "--fromScratch", dest="from_scratch", action="store_true",
+        help="random initialisation (the authors' re-init after the BERT load)")
+    g = p.add_argument_group("data")
+    add(g, "--dataRoot", dest="data_root", default=None,
+        help="data root (default: $LXRT_DATA_ROOT or data/)")
+    add(g, "--featureCache", dest="feature_cache", default=None,
+        help="where converted feature stores go (default: next to each TSV)")
+    add(g, "--fp16Features", dest="fp16_features", action="store_true",
+        help="store region features as fp16 (half the disk and page cache)")
+    add(g, "--tiny", action="store_true", help="load a few hundred images only")
+    add(g, "--fast", action="store_true", help="load 5000 images only")
+    add(g, "--numWorkers", dest="num_workers", type=int, default=2)
+    g = p.add_argument_group("runtime")
+    add(g, "--output", default="snap/test")
+    add(g, "--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
+    add(g, "--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    add(g, "--compile", action="store_true", help="torch.compile the model")
+    add(g, "--resume", action="store_true", help="continue from OUTPUT/resume.pth")
+    add(g, "--checkpointEvery", dest="checkpoint_every", type=int, default=0,
+        help="also write the resume state every N steps (0: at epoch ends only)")
+    add(g, "--stopAfterSteps", dest="stop_after_steps", type=int, default=0,
+        help="stop (as if interrupted) after N optimizer steps, resume state written")
+    add(g, "--tqdm", action="store_true", help="progress bar (on by default on a terminal)")
+    add(g, "--multiGPU", dest="multi_gpu", action="store_true",
+        help="accepted for compatibility; give several GPU ids to the launcher for DDP")
+    return p
+
+
+def finish(args: argparse.Namespace) -> argparse.Namespace:
+    if args.dropout is not None:
+        log.warning("--dropout %s is ignored (as in the authors' code); dropout is 0.1",
+                    args.dropout)
+    if args.batch_size <= 0:
+        raise SystemExit("--batchSize must be positive")
+    return args

@@ -1,0 +1,115 @@
+"""NLVR2 data: the question-file reader and the two-image dataset (reference.md §3.3).
+
+Files are JSON lists of
+    {"identifier": "train-10171-0-0", "img0": str, "img1": str, "label": 0 | 1,
+     "sent": str, "uid": "nlvr2_train_0"}
+`label` may be missing on unlabelled splits (hidden); such examples get label -1, which the
+loss ignores (`CrossEntropyLoss(ignore_index=-1)`, as the authors).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tasks.common.qa_data import (DataFormatError, _ImageLookup, _is_int, _tokenize,
+                                  feature_topk as _feature_topk, filter_by_features, open_stores,
+                                  stores_num_boxes,
+                                  read_json, split_list)
+
+logger = logging.getLogger(__name__)
+
+IGNORE_LABEL = -1
+
+
+def feature_topk(split: str, tiny: bool = False, fast: bool = False) -> int | None:
+    """--tiny reads 512 images, --fast 5000, otherwise all (None)."""
+    return _feature_topk(split, tiny, fast, task="nlvr2")
+
+
+def load_nlvr2_split(path: str | Path, require_label: bool = False) -> list[dict]:
+    """Read and validate one NLVR2 file; errors name the file, the index and the key."""
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise DataFormatError(f"{path}: expected a JSON list of examples, "
+                              f"got {type(data).__name__}")
+    for i, datum in enumerate(data):
+        where = f"{path}: item {i}"
+        if not isinstance(datum, dict):
+            raise DataFormatError(f"{where}: expected an object, got {type(datum).__name__}")
+        for key in ("identifier", "img0", "img1", "sent", "uid"):
+            if key not in datum:
+                raise DataFormatError(f"{where}: missing key {key!r}")
+            if not isinstance(datum[key], str):
+                raise DataFormatError(f"{where}: key {key!r} must be a string, "
+                                      f"got {datum[key]!r}")
+        for key in ("identifier", "img0", "img1"):
+            if not datum[key]:
+                raise DataFormatError(f"{where}: key {key!r} is empty")
+        if "label" in datum:
+            if not _is_int(datum["label"]) or datum["label"] not in (0, 1):
+                raise DataFormatError(f"{where}: key 'label' must be 0 or 1, "
+                                      f"got {datum['label']!r}")
+        elif require_label:
+            raise DataFormatError(f"{where}: missing key 'label' (this split must be labelled)")
+    return data
+
+
+class NLVR2Dataset(Dataset):
+    """Two images per example. Sentences are tokenized once at init.
+
+    Items: dict `index` int64, `input_ids`/`token_position`/`input_mask` [L] int64,
+    `feats` [2,36,D] float32, `boxes` [2,36,4] float32, `label` int64 (-1 when unlabelled).
+    Keeps `data`, `identifiers`, `uids`, `labels` and `split_name`."""
+
+    def __init__(self, data: list[dict], feature_stores, tokenizer, split_name: str = "",
+                 subset: bool = False, num_boxes: int | None = 36):
+        self.split_name = split_name
+        self.images = _ImageLookup(feature_stores, num_boxes)
+        self.data = filter_by_features(list(data), self.images.__contains__, ("img0", "img1"),
+                                       split_name, subset, "identifier")
+        self.identifiers = [d["identifier"] for d in self.data]
+        self.uids = [d["uid"] for d in self.data]
+        self.labels = np.asarray([d.get("label", IGNORE_LABEL) for d in self.data],
+                                 dtype=np.int64)
+        self.tokens = _tokenize(tokenizer, [d["sent"] for d in self.data])
+        logger.info("split %s: %d examples", split_name, len(self.data))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict:
+        datum = self.data[index]
+        f0, b0 = self.images.get(datum["img0"])
+        f1, b1 = self.images.get(datum["img1"])
+        item = {"index": torch.tensor(index, dtype=torch.int64)}
+        for name, arr in self.tokens.items():
+            item[name] = torch.from_numpy(arr[index])
+        item["feats"] = torch.from_numpy(np.stack([f0, f1]))
+        item["boxes"] = torch.from_numpy(np.stack([b0, b1]))
+        item["label"] = torch.tensor(self.labels[index], dtype=torch.int64)
+        return item
+
+
+def load_nlvr2_dataset(data_root, splits, tokenizer, tiny: bool = False, fast: bool = False,
+                       cache_dir=None, fp16: bool = False) -> NLVR2Dataset:
+    """Build the `NLVR2Dataset` for comma-separated `splits` from a data root; each split
+    reads its own `nlvr2_imgfeat/{split}_obj36.tsv`."""
+    from tasks.common.paths import DataRoot
+    root = data_root if isinstance(data_root, DataRoot) else DataRoot(data_root)
+    names = split_list(splits)
+    if not names:
+        raise ValueError("no split given")
+    data, paths_topk, subset = [], [], False
+    for split in names:
+        data.extend(load_nlvr2_split(root.nlvr2_json(split)))
+        topk = feature_topk(split, tiny, fast)
+        subset = subset or topk is not None
+        paths_topk.append((root.nlvr2_features(split), topk))
+    stores = open_stores(paths_topk, cache_dir=cache_dir, fp16=fp16)
+    return NLVR2Dataset(data, stores, tokenizer, split_name=",".join(names), subset=subset,
+                        num_boxes=stores_num_boxes(stores))

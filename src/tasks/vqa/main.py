@@ -1,0 +1,30 @@
+"""VQA fine-tuning and test-server files: `python -m tasks.vqa.main` (or run/vqa_*.bash).
+
+    --train train,nominival --valid minival --loadLXMERT data/model   fine-tune (6 epochs)
+    --test test --load snap/vqa/NAME/BEST                              write test_predict.json
+    --test minival --load ...                                          score minival
+"""
+from __future__ import annotations
+
+import sys
+
+from tasks.common.args import base_parser, finish
+from tasks.common.qa import EASYVQA_SPEC, VQA_SPEC, QATask
+from tasks.common.trainer import run_task
+
+
+def build_parser():
+    parser = base_parser("LXMERT-S VQA fine-tuning and testing", epochs=6)
+    parser.add_argument("--task", default="vqa", choices=["vqa", "easyvqa"],
+                        help="data layout: LXMERT's VQA files, or the converted easy-VQA set")
+    return parser
+
+
+def main(argv=None) -> dict:
+    args = finish(build_parser().parse_args(argv))
+    spec = EASYVQA_SPEC if args.task == "easyvqa" else VQA_SPEC
+    return run_task(args, QATask(args, spec), argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,184 @@
+"""tools.make_data: a complete generated data root in the real formats, with learnable signal."""
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from tasks.common.paths import DataRoot
+from tasks.common.qa_data import AnswerTable, load_qa_split
+from tasks.nlvr2.data import load_nlvr2_split
+from tasks.retrieval.data import load_flickr_annotations, load_hard_negatives
+from tools.make_data import COLORS, OBJECTS, main, make_data
+
+DIM = 32
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "data"
+    make_data(out, images=16, dim=DIM, seed=0)
+    return out
+
+
+def _tsv_rows(path):
+    from tasks.common.features import iter_tsv
+    return list(iter_tsv(path))
+
+
+def test_layout_complete(root):
+    r = DataRoot(root)
+    for split in ("train", "nominival", "minival", "test"):
+        assert r.vqa_json(split).is_file()
+        assert r.vqa_features(split).is_file()
+    for split in ("train", "valid", "testdev", "submit"):
+        assert r.gqa_json(split).is_file()
+        assert r.gqa_features(split).is_file()
+    for split in ("train", "valid", "test"):
+        assert r.nlvr2_json(split).is_file()
+        assert r.nlvr2_features(split).is_file()
+    for split in ("train", "valid", "test"):
+        assert r.flickr_annotations(split).is_file()
+        assert r.flickr_features(split).is_file()
+    assert r.hard_negatives() == root / "flickr30k" / "hard_negative.pkl"
+    assert r.all_answers() == root / "lxmert" / "all_ans.json"
+    assert len(json.loads(r.all_answers().read_text())) == 9500
+    assert r.answer_tables("vqa")[0].parent == root / "vqa"
+    # --small-model not given: no checkpoint
+    assert not (root / "model_LXRT.pth").exists()
+
+
+def test_vqa_files(root):
+    r = DataRoot(root)
+    table = AnswerTable(*r.answer_tables("vqa"))
+    train_ids = {row.img_id for row in _tsv_rows(r.vqa_features("train"))}
+    val_ids = {row.img_id for row in _tsv_rows(r.vqa_features("minival"))}
+    assert all(i.startswith("COCO_train2014_") and len(i) == len("COCO_train2014_") + 12
+               for i in train_ids)
+    qids = set()
+    for split in ("train", "nominival", "minival", "test"):
+        data = load_qa_split(r.vqa_json(split), require_label=split != "test")
+        assert data
+        feats = train_ids if split == "train" else val_ids if split != "test" else None
+        for d in data:
+            assert isinstance(d["question_id"], int)
+            qids.add(d["question_id"])
+            if feats is not None:
+                assert d["img_id"] in feats
+            if split == "test":
+                assert "label" not in d
+            else:
+                assert all(a in table for a in d["label"])
+    assert len(qids) == sum(len(load_qa_split(r.vqa_json(s)))
+                            for s in ("train", "nominival", "minival", "test"))
+    # minival and nominival use disjoint halves of val2014
+    mini = {d["img_id"] for d in load_qa_split(r.vqa_json("minival"))}
+    nomi = {d["img_id"] for d in load_qa_split(r.vqa_json("nominival"))}
+    assert mini and nomi and not mini & nomi
+
+
+def test_gqa_files(root):
+    r = DataRoot(root)
+    vg = {row.img_id for row in _tsv_rows(r.gqa_features("train"))}
+    td = {row.img_id for row in _tsv_rows(r.gqa_features("testdev"))}
+    assert r.gqa_features("submit") == r.gqa_features("valid") != r.gqa_features("testdev")
+    for split, ids in (("train", vg), ("valid", vg), ("testdev", td), ("submit", vg)):
+        data = load_qa_split(r.gqa_json(split), require_label=split != "submit")
+        assert all(isinstance(d["question_id"], str) for d in data)
+        assert all(d["img_id"] in ids for d in data)
+
+
+def test_nlvr2_files(root):
+    r = DataRoot(root)
+    for split in ("train", "valid", "test"):
+        ids = {row.img_id for row in _tsv_rows(r.nlvr2_features(split))}
+        data = load_nlvr2_split(r.nlvr2_json(split), require_label=True)
+        groups = {}
+        for d in data:
+            assert d["img0"] in ids and d["img1"] in ids and d["img0"] != d["img1"]
+            parts = d["identifier"].split("-")
+            assert len(parts) == 4
+            groups.setdefault("-".join(parts[:2]), []).append(d)
+        assert all(len(g) > 1 for g in groups.values())  # several examples per sentence
+        assert all(len({d["sent"] for d in g}) == 1 for g in groups.values())
+        labels = [d["label"] for d in data]
+        assert 0 < sum(labels) < len(labels)
+
+
+def test_flickr_files(root):
+    r = DataRoot(root)
+    for split in ("train", "test"):
+        ann = load_flickr_annotations(r.flickr_annotations(split))
+        assert ann.captions_per_image == 5
+        tsv_ids = [row.img_id for row in _tsv_rows(r.flickr_features(split))]
+        assert tsv_ids == ann.img_paths  # TSV img_id == img_path, same order
+    train = load_flickr_annotations(r.flickr_annotations("train"))
+    hn = load_hard_negatives(r.hard_negatives())
+    assert hn.train_image_list.tolist() == train.image_ids
+    assert hn.column0_is_self and hn.pool_size >= 2
+    hn.check_images(train.image_ids)
+
+
+def test_features_carry_the_answer(root):
+    """The image's colour is recoverable from its region features (learnable signal)."""
+    r = DataRoot(root)
+    rows = {row.img_id: row for row in _tsv_rows(r.vqa_features("train"))}
+    data = load_qa_split(r.vqa_json("train"))
+    colour = {}
+    for d in data:
+        if d["sent"].startswith("What color"):
+            colour[d["img_id"]] = max(d["label"], key=d["label"].get)
+    assert len(set(colour.values())) > 1
+    # nearest class mean on the summed features separates colours on the training images
+    x = {i: rows[i].features.sum(0) for i in colour}
+    means = {c: np.mean([x[i] for i in colour if colour[i] == c], axis=0) for c in COLORS
+             if c in colour.values()}
+    correct = sum(min(means, key=lambda c: np.linalg.norm(x[i] - means[c])) == colour[i]
+                  for i in colour)
+    assert correct / len(colour) > 0.9
+    assert all(row.features.shape == (36, DIM) for row in rows.values())
+    assert all(row.features.dtype == np.float32 for row in rows.values())
+
+
+def test_answers_cover_generated_labels(tmp_path):
+    make_data(tmp_path, images=8, dim=8, answers="full")
+    for task, n in (("vqa", 3129), ("gqa", 1842)):
+        table = AnswerTable(*DataRoot(tmp_path).answer_tables(task))
+        assert table.num_answers == n
+    for a in COLORS + OBJECTS + ["yes", "no"]:
+        assert a in table
+
+
+def test_deterministic(tmp_path):
+    make_data(tmp_path / "a", images=8, dim=8, seed=3)
+    make_data(tmp_path / "b", images=8, dim=8, seed=3)
+    for rel in ("vqa/train.json", "mscoco_imgfeat/train2014_obj36.tsv",
+                "nlvr2/valid.json", "flickr30k/flickr30k_test2014.tsv"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    with open(tmp_path / "a/flickr30k/hard_negative.pkl", "rb") as f:
+        a = pickle.load(f)
+    with open(tmp_path / "b/flickr30k/hard_negative.pkl", "rb") as f:
+        b = pickle.load(f)
+    assert np.array_equal(a["train_hard_pool"], b["train_hard_pool"])
+
+
+def test_cli_and_small_model(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("lxrt.modeling")
+    from lxrt.config import LXRTConfig
+    assert main([str(tmp_path), "--images", "8", "--dim", "16", "--small-model"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    config = LXRTConfig.from_json_file(tmp_path / "bert_config.json")
+    assert config.visual_feat_dim == 16 and config.vocab_size == 30522
+    assert (config.l_layers, config.x_layers, config.r_layers) == (0, 5, 0)
+    assert config.num_qa_labels == 9500
+    state = torch.load(tmp_path / "model_LXRT.pth", map_location="cpu")
+    assert all(k.startswith("module.") for k in state)
+    assert state["module.bert.word_embeddings.weight"].shape == (30522, 16)
+    assert state["module.answer_head.logit_fc.3.weight"].shape[0] == 9500
+    assert "module.cls.seq_relationship.weight" in state
+
+
+def test_cli_rejects_bad_args(tmp_path):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--images", "2"])
