@@ -68,6 +68,14 @@ def load_encoder_weights(args, encoder) -> None:
                     "weights%s", "" if args.from_scratch else " (pass --fromScratch to say so)")
 
 
+def soft_score(data: list, answers: list) -> float:
+    """The authors' VQA/GQA score: mean over questions of the predicted answer's soft score
+    in the datum's `label` dict (0 for answers not in it)."""
+    if len(data) != len(answers):
+        raise ValueError(f"{len(answers)} answers for {len(data)} questions")
+    return sum(d["label"].get(a, 0.0) for d, a in zip(data, answers)) / max(len(data), 1)
+
+
 class QATask(Task):
     def __init__(self, args, spec: QASpec):
         self.args, self.spec, self.name = args, spec, spec.task
@@ -141,7 +149,7 @@ class QATask(Task):
         metrics = {"split": split, "questions": len(dataset)}
         score = float("nan")
         if len(labelled) == len(dataset.data) and labelled:
-            score = sum(d["label"].get(a, 0.0) for d, a in zip(dataset.data, answers)) / len(answers)
+            score = soft_score(dataset.data, answers)
             metrics["accuracy"] = score * 100
         predictions = list(zip(dataset.question_ids, answers))
         return EvalResult(score, metrics, predictions)

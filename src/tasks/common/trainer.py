@@ -250,6 +250,8 @@ class Trainer:
         best_result = None
         for epoch in range(state["epoch"], args.epochs):
             sampler.set_epoch(epoch, state["batch"])
+            if hasattr(dataset, "set_epoch"):  # e.g. retrieval negatives seeded per epoch
+                dataset.set_epoch(epoch)
             loader = self._loader(dataset, sampler.local_batch, sampler=sampler,
                                   worker_init_fn=getattr(dataset, "worker_init_fn", None),
                                   seed=args.seed * 1000 + epoch)

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Predict a GQA split with a fine-tuned model:
+#   bash run/gqa_test.bash GPU NAME --test submit --load snap/gqa/gqa_lxr050/BEST
+# -> snap/gqa/NAME/submit_predict.json   (the test-server file; --test test is the same)
+#    --test testdev scores testdev and writes testdev_predict.json
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+usage_check $# "bash run/gqa_test.bash GPU_ID|GPU_IDS|cpu NAME --test submit|testdev --load PATH/BEST"
+if [[ " ${*:3} " != *" --test "* && " ${*:3} " != *" --test="* ]]; then
+    echo "give the split to predict: --test submit|testdev (and --load PATH/BEST)" >&2
+    exit 2
+fi
+output="snap/gqa/$2"
+mkdir -p "$output"
+launch "$1" tasks.gqa.main \
+    --train "" --valid "" \
+    --llayers 0 --xlayers 5 --rlayers 0 \
+    --batchSize 32 --evalBatchSize 256 \
+    --tqdm --output "$output" "${@:3}"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Evaluate a fine-tuned retrieval model on the Flickr30k test split:
+#   bash run/image_retrieval_test.bash GPU_ID|GPU_IDS|cpu NAME --load snap/retrieval/FT/LAST
+# Scores with p(match) = softmax(logits)[:,1], as the authors' fine-tuned image retrieval; the
+# raw-logit numbers and both text-retrieval protocols are reported too (labelled).
+# Output: snap/retrieval/NAME/ (eval.log, test_metrics.json, test_scores.npy, ...)
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+usage="bash run/image_retrieval_test.bash GPU_ID|GPU_IDS|cpu NAME --load PATH/LAST [extra flags]"
+usage_check $# "$usage"
+if [[ " ${*:3} " != *" --load "* && " ${*:3} " != *" --load="* ]]; then
+    echo "usage: $usage   (--load is required)" >&2
+    exit 2
+fi
+output="snap/retrieval/$2"
+mkdir -p "$output"
+launch "$1" tasks.retrieval.main \
+    --train "" --valid "" --test test \
+    --llayers 0 --xlayers 5 --rlayers 0 \
+    --direction image --scoreFunction prob \
+    --tqdm --output "$output" "${@:3}"

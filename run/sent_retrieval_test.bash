@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Evaluate a fine-tuned retrieval model for text retrieval on the Flickr30k test split:
+#   bash run/sent_retrieval_test.bash GPU_ID|GPU_IDS|cpu NAME --load snap/retrieval/FT/LAST
+# Selected score: the raw class-1 logit, as the authors' sent_retrieval.py ranked after
+# fine-tuning, for their protocol (first caption of each image, `tr_first`); the standard
+# protocol and the p(match) numbers are reported too, each labelled
+# (--scoreFunction prob selects p(match)).
+# Output: snap/retrieval/NAME/ (eval.log, test_metrics.json, test_scores.npy, ...)
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+usage="bash run/sent_retrieval_test.bash GPU_ID|GPU_IDS|cpu NAME --load PATH/LAST [extra flags]"
+usage_check $# "$usage"
+if [[ " ${*:3} " != *" --load "* && " ${*:3} " != *" --load="* ]]; then
+    echo "usage: $usage   (--load is required)" >&2
+    exit 2
+fi
+output="snap/retrieval/$2"
+mkdir -p "$output"
+launch "$1" tasks.retrieval.main \
+    --train "" --valid "" --test test \
+    --llayers 0 --xlayers 5 --rlayers 0 \
+    --direction text --scoreFunction logit \
+    --tqdm --output "$output" "${@:3}"

@@ -1,0 +1,276 @@
+"""Exact Flickr30k retrieval evaluation: every caption x every image scored once, on the device.
+
+`score_logits` runs the model over all (caption, image) pairs of a split: the tokens of every
+caption and the region features of every image are put on the device once, pair batches are
+built there by index (pair p -> caption p // Ni, image p % Ni), `pairs_per_forward` pairs per
+forward, under the given autocast. The encoder runs in that precision; the 2-way head runs in
+fp32 on the pooled output, so that bf16 does not round the logits into ties. The result is the
+logit matrix [Nc, Ni, 2] (fp32, on the device). With several processes each rank scores a
+contiguous block of caption rows and the blocks are gathered.
+
+`retrieval_report` derives everything from that one matrix with `tasks.retrieval.metrics`, for
+both score functions (prob = softmax(logits)[:, 1], logit = raw logits[:, 1]):
+  ir           image retrieval: each caption ranks all images
+  tr_standard  text retrieval, standard protocol: each image ranks all captions, a hit when any
+               of its captions is in the top K
+  tr_first     text retrieval, the authors' protocol (sent_retrieval*.py): only the first
+               caption of each image is a candidate; each image ranks those Ni captions
+Ranks are 0-based; R@K = 100*mean(rank < K), medr = floor(median+1), meanr = mean+1. The fast
+ranking counts strictly greater scores (ties in the query's favour); `rank_method="argsort"`
+is the authors' per-row np.argsort(-row) on float64 instead (same numbers without ties).
+
+Order. Matrix columns are the split's images in annotation (JSON) order and rows its captions
+image-major, exactly the authors' IR matrix; the authors' TR candidates (first captions, JSON
+order) are therefore the same candidate list. The authors' TR queries are the images in TSV
+order; per-query ranks do not depend on the query order, and the saved tr_first ranks are
+additionally given in TSV order (`tr_first_tsv_order`), so they equal the authors' list
+whatever order the feature file has.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from tasks.common import distributed as D
+from tasks.common.checkpoints import atomic_write_json
+from tasks.retrieval.dataset import TOKEN_KEYS, RetrievalSplit
+from tasks.retrieval.metrics import recall_metrics, retrieval_ranks, score_from_logits
+
+log = logging.getLogger("lxrt")
+
+SCORE_FUNCTIONS = ("prob", "logit")
+SCORE_LABELS = {"prob": "p(match) = softmax(logits)[:,1]", "logit": "raw logit[:,1]"}
+PROTOCOLS = ("ir", "tr_standard", "tr_first")
+PROTOCOL_LABELS = {
+    "ir": "image retrieval (each caption ranks all images)",
+    "tr_standard": "text retrieval, standard (each image ranks all captions; hit if any of "
+                   "its captions is in the top K)",
+    "tr_first": "text retrieval, the authors' protocol (first caption of each image only)",
+}
+DIRECTION_PROTOCOLS = {"image": ("ir",), "text": ("tr_standard",),
+                       "both": ("ir", "tr_standard")}
+FINAL_FORMAT = "Final r1:%.3f, r5:%.3f, r10:%.3f, mder:%.3f, meanr:%.3f"
+
+
+def default_pairs_per_forward(device: torch.device) -> int:
+    return 4096 if device.type == "cuda" else 256
+
+
+def shard_rows(num_rows: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous block [start, end) of caption rows scored by `rank`."""
+    base, extra = divmod(num_rows, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+class DeviceSplit:
+    """A split's caption tokens and image features, resident on one device."""
+
+    def __init__(self, split: RetrievalSplit, device: torch.device):
+        self.split = split
+        self.device = device
+        self.tokens = {k: torch.from_numpy(split.tokens[k]).to(device) for k in TOKEN_KEYS}
+        feats, boxes = split.dense_features()
+        self.feats = torch.from_numpy(feats).to(device)
+        self.boxes = torch.from_numpy(boxes).to(device)
+        self.caption_to_image = torch.from_numpy(split.caption_to_image).to(device)
+
+    @property
+    def num_captions(self) -> int:
+        return self.split.num_captions
+
+    @property
+    def num_images(self) -> int:
+        return self.split.num_images
+
+
+def _head_logits(model, input_ids, token_position, input_mask, feats, boxes, autocast):
+    """Encoder under `autocast`, then the fp32 head on the pooled output. A model without
+    the RetrievalModel attributes is called whole."""
+    encoder = getattr(model, "lxrt_encoder", None)
+    head = getattr(model, "seq_relationship_new", None)
+    with autocast():
+        if encoder is None or head is None:
+            return model(input_ids, token_position, input_mask, feats, boxes).float()
+        pooled = encoder(input_ids, token_position, input_mask, feats, boxes)
+    with torch.autocast(device_type=pooled.device.type, enabled=False):
+        return head(pooled.float())
+
+
+@torch.no_grad()
+def score_logits(model, data: DeviceSplit, pairs_per_forward: int,
+                 autocast: Optional[Callable] = None, rows: Optional[tuple[int, int]] = None,
+                 progress: bool = False) -> torch.Tensor:
+    """Logits [R, Ni, 2] (fp32, on the data's device) of caption rows `rows` = [start, end)
+    (default: all) against every image."""
+    if pairs_per_forward < 1:
+        raise ValueError(f"pairs per forward must be positive, got {pairs_per_forward}")
+    autocast = autocast or contextlib.nullcontext
+    start, end = rows if rows is not None else (0, data.num_captions)
+    n_img = data.num_images
+    n_rows = end - start
+    out = torch.empty(n_rows * n_img, 2, dtype=torch.float32, device=data.device)
+    was_training = model.training
+    model.eval()
+    steps = range(0, n_rows * n_img, pairs_per_forward)
+    if progress:
+        from tqdm import tqdm
+        steps = tqdm(steps, desc="score pairs", leave=False, dynamic_ncols=True)
+    try:
+        for s in steps:
+            e = min(s + pairs_per_forward, n_rows * n_img)
+            p = torch.arange(s, e, device=data.device)
+            cap = p // n_img + start
+            img = p % n_img
+            out[s:e] = _head_logits(
+                model, data.tokens["input_ids"].index_select(0, cap),
+                data.tokens["token_position"].index_select(0, cap),
+                data.tokens["input_mask"].index_select(0, cap),
+                data.feats.index_select(0, img), data.boxes.index_select(0, img), autocast)
+    finally:
+        model.train(was_training)
+    return out.view(n_rows, n_img, 2)
+
+
+@torch.no_grad()
+def score_logits_distributed(model, data: DeviceSplit, pairs_per_forward: int,
+                             autocast: Optional[Callable], dist: D.DistInfo,
+                             progress: bool = False) -> torch.Tensor:
+    """All ranks: the full logit matrix [Nc, Ni, 2] on `data.device`, each rank having scored
+    its block of caption rows."""
+    rows = shard_rows(data.num_captions, dist.rank, dist.world_size)
+    local = score_logits(model, data, pairs_per_forward, autocast, rows, progress)
+    if not dist.enabled:
+        return local
+    parts = D.gather_objects(dist, (rows[0], local.cpu()))
+    parts.sort(key=lambda x: x[0])
+    return torch.cat([p for _, p in parts]).to(data.device)
+
+
+def retrieval_report(logits: torch.Tensor, split: RetrievalSplit, score_function: str = "prob",
+                     rank_method: str = "fast") -> dict:
+    """Ranks and metrics of the three protocols for both score functions, from one logit
+    matrix. Returns {"metrics": {fn: {protocol: {...}}}, "ranks": {fn: {protocol: ndarray}},
+    "scores": selected score matrix (tensor)}."""
+    if score_function not in SCORE_FUNCTIONS:
+        raise ValueError(f"unknown score function {score_function!r}")
+    c2i = torch.as_tensor(split.caption_to_image, device=logits.device)
+    metrics, ranks, selected = {}, {}, None
+    for fn in SCORE_FUNCTIONS:
+        scores = score_from_logits(logits, fn)
+        if fn == score_function:
+            selected = scores
+        r = retrieval_ranks(scores, c2i, method=rank_method)
+        r = {k: (v.cpu().numpy() if torch.is_tensor(v) else np.asarray(v)) for k, v in r.items()}
+        ranks[fn] = r
+        metrics[fn] = {k: recall_metrics(v) for k, v in r.items()}
+    return {"metrics": metrics, "ranks": ranks, "scores": selected}
+
+
+def mean_recall(metrics: dict, protocols) -> float:
+    """Mean of R@1, R@5, R@10 over `protocols`, in [0, 1] (rsum / (300 * len))."""
+    vals = [metrics[p][k] for p in protocols for k in ("r1", "r5", "r10")]
+    return float(sum(vals) / (100.0 * len(vals)))
+
+
+def summary_metrics(report: dict, split: RetrievalSplit, score_function: str, direction: str,
+                    rank_method: str, seconds: float, pairs_per_forward: int,
+                    precision: str) -> dict:
+    """The JSON-able metrics of one evaluation, each number labelled with protocol and score
+    function."""
+    m = report["metrics"]
+    primary = {p: m[score_function][p] for p in PROTOCOLS}
+    pairs = split.num_images * split.num_captions
+    return {
+        "split": split.name, "num_images": split.num_images,
+        "num_captions": split.num_captions, "pairs": pairs,
+        "direction": direction, "score_function": score_function,
+        "score_function_label": SCORE_LABELS[score_function],
+        "rank_method": rank_method,
+        "mean_recall": mean_recall(m[score_function], DIRECTION_PROTOCOLS[direction]) * 100,
+        "mean_recall_protocols": list(DIRECTION_PROTOCOLS[direction]),
+        "primary": primary,
+        "all": {fn: m[fn] for fn in SCORE_FUNCTIONS},
+        "protocols": PROTOCOL_LABELS, "score_functions": SCORE_LABELS,
+        "seconds": seconds, "pairs_per_s": pairs / max(seconds, 1e-9),
+        "pairs_per_forward": pairs_per_forward, "precision": precision,
+    }
+
+
+def eval_log_lines(metrics: dict) -> list[str]:
+    """eval.log lines: a label line, then the authors' `Final ...` line, per protocol and score
+    function (the selected score function first)."""
+    fns = [metrics["score_function"]] + [f for f in SCORE_FUNCTIONS
+                                         if f != metrics["score_function"]]
+    lines = [f"# split {metrics['split']}: {metrics['num_captions']} captions x "
+             f"{metrics['num_images']} images, ranking {metrics['rank_method']}"]
+    for fn in fns:
+        for p in PROTOCOLS:
+            r = metrics["all"][fn][p]
+            tag = "selected" if fn == metrics["score_function"] else "also"
+            lines.append(f"# {p} | score {fn} ({SCORE_LABELS[fn]}, {tag}) | {PROTOCOL_LABELS[p]}")
+            lines.append(FINAL_FORMAT % (r["r1"], r["r5"], r["r10"], r["medr"], r["meanr"]))
+    return lines
+
+
+def write_outputs(output: Path, split: RetrievalSplit, logits: torch.Tensor, report: dict,
+                  metrics: dict) -> dict:
+    """<split>_scores.npy (selected score function, [Nc, Ni] float32), <split>_logits.npy
+    ([Nc, Ni, 2]), <split>_ranks.npz, <split>_metrics.json; appends eval.log."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    name = split.name
+    paths = {"scores": output / f"{name}_scores.npy", "logits": output / f"{name}_logits.npy",
+             "ranks": output / f"{name}_ranks.npz", "metrics": output / f"{name}_metrics.json",
+             "eval_log": output / "eval.log"}
+    np.save(paths["scores"], report["scores"].float().cpu().numpy())
+    np.save(paths["logits"], logits.float().cpu().numpy())
+    arrays = {f"{fn}_{p}": v for fn, r in report["ranks"].items() for p, v in r.items()}
+    for fn in SCORE_FUNCTIONS:
+        arrays[f"{fn}_tr_first_tsv_order"] = report["ranks"][fn]["tr_first"][split.tsv_order]
+    arrays["caption_to_image"] = split.caption_to_image
+    arrays["tsv_order"] = split.tsv_order
+    np.savez(paths["ranks"], **arrays)
+    full = dict(metrics)
+    full["files"] = {k: str(v) for k, v in paths.items()}
+    full["images"] = list(split.img_paths)
+    full["caption_to_image"] = split.caption_to_image.tolist()
+    atomic_write_json(paths["metrics"], full, indent=2)
+    with open(paths["eval_log"], "a") as handle:
+        handle.write("\n".join(eval_log_lines(metrics)) + "\n")
+    return paths
+
+
+def evaluate_split(model, split: RetrievalSplit, device: torch.device, dist: D.DistInfo,
+                   pairs_per_forward: int, autocast: Optional[Callable], score_function: str,
+                   direction: str, rank_method: str = "fast", precision: str = "fp32",
+                   progress: bool = False, data: Optional[DeviceSplit] = None):
+    """Score `split` and rank it: (metrics dict, report, logits)."""
+    t0 = time.time()
+    data = data or DeviceSplit(split, device)
+    logits = score_logits_distributed(model, data, pairs_per_forward, autocast, dist, progress)
+    report = retrieval_report(logits, split, score_function, rank_method)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.time() - t0
+    metrics = summary_metrics(report, split, score_function, direction, rank_method, seconds,
+                              pairs_per_forward, precision)
+    return metrics, report, logits
+
+
+def format_metrics(metrics: dict) -> str:
+    fn = metrics["score_function"]
+    parts = [f"{metrics['split']} ({metrics['num_captions']}x{metrics['num_images']}, "
+             f"score {fn})"]
+    for p in PROTOCOLS:
+        r = metrics["primary"][p]
+        parts.append(f"{p}: R@1 {r['r1']:.2f} R@5 {r['r5']:.2f} R@10 {r['r10']:.2f} "
+                     f"medr {r['medr']:.0f} meanr {r['meanr']:.2f}")
+    return "; ".join(parts)
+

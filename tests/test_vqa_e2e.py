@@ -1,0 +1,139 @@
+"""VQA end to end through main(argv) on a generated data root: training, exact resume,
+test-server files, interruption safety, and DDP equivalence."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from generated import ROOT, _env, common_flags, make_root
+from tasks.common.qa import soft_score
+from tasks.vqa.main import main
+
+TRAIN = ["--train", "train,nominival", "--valid", "minival", "--batchSize", "8", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_root(tmp_path_factory.mktemp("data"), no_dropout=True)
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_train_then_test_writes_a_valid_submission(root, tmp_path):
+    out = tmp_path / "run"
+    summary = main(common_flags(root, out) + TRAIN + ["--epochs", "2"])
+    for name in ("BEST.pth", "LAST.pth", "log.log", "metrics.jsonl", "run_info.json"):
+        assert (out / name).is_file(), name
+    log_text = (out / "log.log").read_text()
+    assert "Epoch 0: Train" in log_text and "Epoch 1: Valid" in log_text
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert records[1]["train_loss"] < records[0]["train_loss"]
+    assert summary["best"]["accuracy"] == max(r["valid"]["accuracy"] for r in records)
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["args"]["batch_size"] == 8 and "torch" in info["versions"]
+
+    test_out = tmp_path / "test"
+    main(common_flags(root, test_out) + ["--train", "", "--valid", "", "--test", "test",
+                                         "--load", str(out / "BEST")])
+    entries = json.loads((test_out / "test_predict.json").read_text())
+    questions = json.loads((root / "vqa" / "test.json").read_text())
+    assert sorted(e["question_id"] for e in entries) == sorted(q["question_id"] for q in questions)
+    assert all(isinstance(e["question_id"], int) and isinstance(e["answer"], str) for e in entries)
+    answers = json.loads((root / "vqa" / "trainval_label2ans.json").read_text())
+    assert all(e["answer"] in answers for e in entries)
+
+    minival = tmp_path / "minival"
+    result = main(common_flags(root, minival) + ["--train", "", "--valid", "", "--test",
+                                                  "minival", "--load", str(out / "BEST")])
+    assert (minival / "minival_predict.json").is_file()
+    best = max(r["valid"]["accuracy"] for r in records)
+    assert result["test"]["accuracy"] == pytest.approx(best)
+
+
+def test_resume_continues_exactly(root, tmp_path):
+    flags = TRAIN + ["--epochs", "2"]
+    full = tmp_path / "full"
+    main(common_flags(root, full) + flags)
+    part = tmp_path / "part"
+    steps_per_epoch = 384 // 8
+    main(common_flags(root, part) + flags + ["--stopAfterSteps", str(steps_per_epoch + 5)])
+    assert not (part / "metrics.jsonl").read_text().count("\n") > 1
+    resume = torch.load(part / "resume.pth", weights_only=False)
+    assert (resume["epoch"], resume["batch"], resume["global_step"]) == (1, 5, steps_per_epoch + 5)
+    main(common_flags(root, part) + flags + ["--resume"])
+    a, b = _weights(full / "LAST.pth"), _weights(part / "LAST.pth")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    full_metrics = (full / "metrics.jsonl").read_text().splitlines()
+    part_metrics = (part / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(full_metrics[-1])["valid"] == json.loads(part_metrics[-1])["valid"]
+
+
+def test_resume_with_dropout_matches_too(root, tmp_path):
+    """Dropout masks come from the restored RNG state, so resume is exact with dropout on."""
+    flags = TRAIN + ["--epochs", "1", "--modelConfig", str(root / "bert_config.json")]
+    full, part = tmp_path / "full", tmp_path / "part"
+    main(common_flags(root, full) + flags)
+    main(common_flags(root, part) + flags + ["--stopAfterSteps", "7"])
+    main(common_flags(root, part) + flags + ["--resume"])
+    a, b = _weights(full / "LAST.pth"), _weights(part / "LAST.pth")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_soft_score_against_hand_computed_values():
+    data = [{"label": {"red": 1.0, "blue": 0.3}}, {"label": {"no": 0.9}}, {"label": {}},
+            {"label": {"2": 0.6, "3": 1.0}}]
+    answers = ["blue", "yes", "red", "2"]
+    assert soft_score(data, answers) == pytest.approx((0.3 + 0 + 0 + 0.6) / 4)
+    with pytest.raises(ValueError):
+        soft_score(data, answers[:2])
+
+
+def test_kill_never_leaves_a_corrupt_checkpoint(root, tmp_path):
+    """SIGKILL a run while it keeps rewriting checkpoints: whatever is on disk loads."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "tasks.vqa.main"] + common_flags(root, out) + TRAIN + [
+        "--epochs", "50", "--checkpointEvery", "1"]
+    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not (out / "LAST.pth").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.7)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    for name in ("LAST.pth", "BEST.pth", "resume.pth"):
+        if (out / name).exists():
+            torch.load(out / name, map_location="cpu", weights_only=False)
+    assert (out / "LAST.pth").exists()
+    leftovers = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert len(leftovers) <= 1  # at most the one being written when killed, never renamed
+
+
+def test_two_process_ddp_matches_one_process(root, tmp_path):
+    flags = TRAIN + ["--epochs", "1", "--modelConfig", str(root / "bert_config_nodrop.json")]
+    one = tmp_path / "one"
+    main(common_flags(root, one) + flags)
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "tasks.vqa.main"] + common_flags(root, two) + flags
+    env = _env()
+    env["OMP_NUM_THREADS"] = "1"
+    subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    m1 = json.loads((one / "metrics.jsonl").read_text().splitlines()[-1])
+    m2 = json.loads((two / "metrics.jsonl").read_text().splitlines()[-1])
+    assert m1["valid"] == m2["valid"]
+    a, b = _weights(one / "LAST.pth"), _weights(two / "LAST.pth")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
