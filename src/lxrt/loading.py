@@ -4,7 +4,7 @@ task models, and conversion between the authors' key layout and ours.
 Every load is strict: each key the target module has must be in the file, and a key the file
 has but the module lacks is an error unless an explicit allow-list says it is expected (the
 pre-training heads when only the encoder is wanted). The authors' loaders print the mismatch and
-carry on with `strict=False`, which silently left models half-random for LXMERT users.
+carry on regardless (non-strict loading), which silently left models half-random for LXMERT users.
 
 Layout differences handled here (reference spec §3.6, §7):
 - `module.` prefixes from DataParallel/DDP (leading, or `lxrt_encoder.model.module.bert.*`);

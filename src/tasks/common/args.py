@@ -74,6 +74,10 @@ def base_parser(description: str, epochs: int) -> argparse.ArgumentParser:
     add(g, "--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
     add(g, "--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     add(g, "--compile", action="store_true", help="torch.compile the model")
+    add(g, "--trimPadding", dest="trim_padding", default=True,
+        action=argparse.BooleanOptionalAction,
+        help="cut each batch's text to its longest sentence (exact; --no-trimPadding keeps "
+             "the authors' fixed 20 tokens)")
     add(g, "--resume", action="store_true", help="continue from OUTPUT/resume.pth")
     add(g, "--checkpointEvery", dest="checkpoint_every", type=int, default=0,
         help="also write the resume state every N steps (0: at epoch ends only)")

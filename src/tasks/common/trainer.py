@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lxrt.optimization import BertAdam
 from tasks.common import distributed as D
+from tasks.common.batching import trim_text_padding
 from tasks.common.checkpoints import atomic_torch_save, atomic_write_json
 from tasks.common.precision import autocast, grad_scaler
 
@@ -167,6 +168,8 @@ class Trainer:
         return autocast(self.device, self.precision)
 
     def to_device(self, batch: dict) -> dict:
+        if getattr(self.args, "trim_padding", True):
+            batch = trim_text_padding(batch)
         nb = self.device.type == "cuda"
         return {k: v.to(self.device, non_blocking=nb) if torch.is_tensor(v) else v
                 for k, v in batch.items()}
@@ -261,7 +264,7 @@ class Trainer:
                 return None
             state["batch"] = 0
             result = self._end_of_epoch(model, optimizer, epoch, stats, seconds, valid_split,
-                                        state, sampler.num_batches * args.batch_size)
+                                        state)
             best_result = result or best_result
         return best_result
 
@@ -309,8 +312,7 @@ class Trainer:
         stats["steps"] = torch.tensor(float(total))
         return stats, time.time() - started, False
 
-    def _end_of_epoch(self, model, optimizer, epoch, stats, seconds, valid_split, state,
-                      epoch_samples):
+    def _end_of_epoch(self, model, optimizer, epoch, stats, seconds, valid_split, state):
         args = self.args
         steps = max(stats["steps"].item(), 1)
         train_loss = stats["loss_sum"].item() / steps

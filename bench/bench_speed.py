@@ -1,0 +1,262 @@
+"""Speed benchmark: our fast path against our faithful fp32 path, same machine, same run.
+
+    python bench/bench_speed.py                 # GPU if present (full LXMERT-S), else CPU (small)
+    python bench/bench_speed.py --device cpu --size small --steps 5
+
+Measures training samples/s (batch 32 and 256, or smaller on CPU), matching-forward pairs/s,
+end-to-end throughput with data loading from the memory-mapped feature store, the data pipeline
+alone, tokenizer sentences/s and peak GPU memory. Prints a table; writes bench/results/speed.json.
+
+faithful = fp32, text padded to 20 tokens (the authors' computation, SDPA attention);
+fast     = bf16 autocast, padding removed per batch, optional torch.compile (--compile).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from lxrt.config import LXRTConfig  # noqa: E402
+from lxrt.optimization import BertAdam  # noqa: E402
+from lxrt.tokenization import LXRTTokenizer, find_vocab_file  # noqa: E402
+from tasks.common.batching import trim_text_padding  # noqa: E402
+from tasks.common.qa_model import QAModel  # noqa: E402
+
+SIZES = {
+    "full": dict(),  # bert-base sizes
+    "small": dict(hidden_size=128, num_attention_heads=4, intermediate_size=256),
+}
+
+
+def sentences(n: int) -> list[str]:
+    try:
+        import easy_vqa
+        qs = easy_vqa.get_train_questions()[0]
+    except ImportError:  # fall back to synthetic questions of realistic length
+        qs = ["what is the color of the object on the left side of the table"] * 10
+    rng = np.random.default_rng(0)
+    return [qs[i] for i in rng.integers(0, len(qs), n)]
+
+
+def make_batch(tok, batch: int, device, answers: int, dim: int, seed: int = 0):
+    enc = tok.encode_batch(sentences(batch))
+    g = torch.Generator().manual_seed(seed)
+    b = {"input_ids": torch.from_numpy(enc.input_ids), "token_position":
+         torch.from_numpy(enc.token_position), "input_mask": torch.from_numpy(enc.input_mask),
+         "feats": torch.rand(batch, 36, dim, generator=g),
+         "boxes": torch.rand(batch, 36, 4, generator=g).sort(-1).values,
+         "target": (torch.rand(batch, answers, generator=g) > 0.999).float()}
+    return b
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def autocast(device, fast):
+    if not fast:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def train_throughput(config, device, batch, steps, fast, compile_model, tok):
+    torch.manual_seed(0)
+    model = QAModel(config, 3129).to(device)
+    opt = BertAdam(list(model.parameters()), lr=5e-5, warmup=0.1, t_total=1000)
+    run = torch.compile(model) if compile_model else model
+    host = make_batch(tok, batch, device, 3129, config.visual_feat_dim)
+    if fast:
+        host = trim_text_padding(host)
+    data = {k: v.to(device) for k, v in host.items()}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step():
+        with autocast(device, fast):
+            logits = run(data["input_ids"], data["token_position"], data["input_mask"],
+                         data["feats"], data["boxes"])
+        loss = F.binary_cross_entropy_with_logits(logits.float(), data["target"]) * 3129
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+
+    for _ in range(3 if compile_model else 2):  # warm-up (and compilation)
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"samples_per_s": batch * steps / seconds, "peak_gpu_gib": peak,
+            "text_len": int(host["input_ids"].shape[1])}
+
+
+@torch.no_grad()
+def matching_throughput(config, device, pairs, steps, fast, tok):
+    from tasks.retrieval.model import RetrievalModel
+    model = RetrievalModel(config).to(device).eval()
+    host = make_batch(tok, pairs, device, 2, config.visual_feat_dim)
+    if fast:
+        host = trim_text_padding(host)
+    data = {k: v.to(device) for k, v in host.items()}
+
+    def forward():
+        with autocast(device, fast):
+            return model(data["input_ids"], data["token_position"], data["input_mask"],
+                         data["feats"], data["boxes"])
+
+    forward()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        forward()
+    sync(device)
+    return {"pairs_per_s": pairs * steps / (time.perf_counter() - start)}
+
+
+def pipeline_throughput(config, device, batch, steps, workers, tok, images):
+    """Data pipeline alone and training fed by it, from a converted feature store."""
+    from tasks.common.features import open_feature_store
+    from tasks.common.qa_data import AnswerTable, QADataset
+    from tasks.common.tsv_format import ImageFeatures, encode_row
+    tmp = Path(tempfile.mkdtemp(prefix="bench_speed_"))
+    rng = np.random.default_rng(0)
+    block = rng.random((36, config.visual_feat_dim), dtype=np.float32)
+    with open(tmp / "feats.tsv", "w") as f:
+        for i in range(images):
+            boxes = np.tile(np.array([[0, 0, 10, 10]], np.float32), (36, 1))
+            f.write(encode_row(ImageFeatures(str(i), 100, 100, np.zeros(36, np.int64),
+                                             np.ones(36, np.float32), np.zeros(36, np.int64),
+                                             np.ones(36, np.float32), boxes, block)) + "\n")
+    store = open_feature_store(tmp / "feats.tsv")
+    (tmp / "a2l.json").write_text(json.dumps({"yes": 0, "no": 1}))
+    (tmp / "l2a.json").write_text(json.dumps(["yes", "no"]))
+    sents = sentences(images * 4)
+    data = [{"img_id": str(i % images), "question_id": i, "sent": s, "label": {"yes": 1.0}}
+            for i, s in enumerate(sents)]
+    dataset = QADataset(data, store, tok, AnswerTable(tmp / "a2l.json", tmp / "l2a.json"))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True,
+                                         num_workers=workers, pin_memory=device.type == "cuda",
+                                         drop_last=True, persistent_workers=workers > 0)
+    start, n = time.perf_counter(), 0
+    for i, b in enumerate(loader):
+        n += len(b["index"])
+        if i + 1 >= steps:
+            break
+    pipeline = n / (time.perf_counter() - start)
+    model = QAModel(config, 2).to(device)
+    opt = BertAdam(list(model.parameters()), lr=5e-5, warmup=0.1, t_total=1000)
+    start, n = time.perf_counter(), 0
+    for i, b in enumerate(loader):
+        b = {k: v.to(device, non_blocking=True) for k, v in trim_text_padding(b).items()}
+        with autocast(device, device.type == "cuda"):
+            logits = model(b["input_ids"], b["token_position"], b["input_mask"], b["feats"],
+                           b["boxes"])
+        loss = F.binary_cross_entropy_with_logits(logits.float(), b["target"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n += len(b["index"])
+        if i + 1 >= steps:
+            break
+    sync(device)
+    end_to_end = n / (time.perf_counter() - start)
+    return {"pipeline_samples_per_s": pipeline, "end_to_end_samples_per_s": end_to_end,
+            "workers": workers}
+
+
+def tokenizer_throughput(tok):
+    sents = sentences(20000)
+    fresh = LXRTTokenizer(find_vocab_file(), 20)
+    start = time.perf_counter()
+    for i in range(0, len(sents), 32):
+        fresh.encode_batch(sents[i:i + 32])
+    return {"sentences_per_s_batches_of_32": len(sents) / (time.perf_counter() - start)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--size", choices=sorted(SIZES), default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batches", default=None, help="comma-separated training batch sizes")
+    p.add_argument("--pairs", type=int, default=None, help="pairs per matching forward")
+    p.add_argument("--compile", action="store_true", help="also torch.compile the fast path")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--images", type=int, default=None, help="images in the pipeline benchmark")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed.json"))
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    size = args.size or ("full" if gpu else "small")
+    steps = args.steps or (20 if gpu else 3)
+    batches = [int(b) for b in (args.batches or ("32,256" if gpu else "8,32")).split(",")]
+    pairs = args.pairs or (2000 if gpu else 64)
+    workers = args.workers if args.workers is not None else (8 if gpu else 0)
+    images = args.images or (2000 if gpu else 200)
+    config = LXRTConfig(**SIZES[size])
+    tok = LXRTTokenizer(find_vocab_file(), 20)
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = False  # the faithful path is true fp32
+    rows, results = [], {"device": str(device), "size": size, "torch": torch.__version__,
+                         "gpu": torch.cuda.get_device_name(device) if gpu else None,
+                         "host": platform.node(), "date": time.strftime("%Y-%m-%d")}
+    for batch in batches:
+        faithful = train_throughput(config, device, batch, steps, False, False, tok)
+        fast = train_throughput(config, device, batch, steps, True, False, tok)
+        results[f"train_b{batch}"] = {"faithful": faithful, "fast": fast}
+        rows.append((f"training batch {batch} (samples/s)", faithful["samples_per_s"],
+                     fast["samples_per_s"]))
+        if args.compile:
+            comp = train_throughput(config, device, batch, steps, True, True, tok)
+            results[f"train_b{batch}"]["fast_compiled"] = comp
+            rows.append((f"  + torch.compile, batch {batch}", faithful["samples_per_s"],
+                         comp["samples_per_s"]))
+        if gpu:
+            rows.append((f"peak GPU memory, batch {batch} (GiB)", faithful["peak_gpu_gib"],
+                         fast["peak_gpu_gib"]))
+    m_faith = matching_throughput(config, device, pairs, steps, False, tok)
+    m_fast = matching_throughput(config, device, pairs, steps, True, tok)
+    results["matching"] = {"pairs": pairs, "faithful": m_faith, "fast": m_fast}
+    rows.append((f"matching forward, {pairs} pairs (pairs/s)", m_faith["pairs_per_s"],
+                 m_fast["pairs_per_s"]))
+    pipe = pipeline_throughput(config, device, batches[0], steps * 10, workers, tok, images)
+    results["pipeline"] = pipe
+    rows.append((f"data pipeline alone, batch {batches[0]}, {workers} workers (samples/s)",
+                 None, pipe["pipeline_samples_per_s"]))
+    rows.append(("end to end from the feature store (samples/s)", None,
+                 pipe["end_to_end_samples_per_s"]))
+    results["tokenizer"] = tokenizer_throughput(tok)
+    rows.append(("tokenizer, batches of 32 (sentences/s)", None,
+                 results["tokenizer"]["sentences_per_s_batches_of_32"]))
+    print(f"\n{device} ({results['gpu'] or platform.processor() or 'cpu'}), model size {size}, "
+          f"torch {torch.__version__}")
+    print(f"{'measure':<58} {'faithful fp32':>14} {'fast':>12} {'ratio':>7}")
+    for name, a, b in rows:
+        ratio = f"{b / a:6.2f}x" if a and b else ""
+        fa = f"{a:14.1f}" if a is not None else " " * 14
+        print(f"{name:<58} {fa} {b:12.1f} {ratio:>7}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

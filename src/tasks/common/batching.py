@@ -1,0 +1,23 @@
+"""Batch helpers the trainer applies on the host before the device copy.
+
+Padding removal: text is padded to 20 tokens, but most questions and captions are shorter.
+Padded positions are masked out of every attention (their weight is exactly 0 in fp32) and no
+output reads them, so cutting each batch to its longest real sentence changes nothing but the
+work done. The length is rounded up to a multiple of `multiple` so a compiled model sees only a
+few shapes."""
+from __future__ import annotations
+
+TEXT_KEYS = ("input_ids", "token_position", "input_mask", "segment_ids")
+
+
+def trim_text_padding(batch: dict, multiple: int = 4) -> dict:
+    mask = batch.get("input_mask")
+    if mask is None or mask.dim() != 2 or mask.device.type != "cpu":
+        return batch
+    full = mask.shape[1]
+    longest = int(mask.sum(1).max()) if mask.numel() else full
+    length = min(full, max(multiple, -(-longest // multiple) * multiple))
+    if length == full:
+        return batch
+    return {k: v[:, :length] if k in TEXT_KEYS and hasattr(v, "dim") and v.dim() == 2 else v
+            for k, v in batch.items()}
