@@ -134,6 +134,10 @@ def test_two_process_ddp_matches_one_process(root, tmp_path):
     m1 = json.loads((one / "metrics.jsonl").read_text().splitlines()[-1])
     m2 = json.loads((two / "metrics.jsonl").read_text().splitlines()[-1])
     assert m1["valid"] == m2["valid"]
+    assert m1["train_loss"] == pytest.approx(m2["train_loss"], rel=1e-3)
+    # BertAdam divides by sqrt(v): for weights whose gradient is ~0, roundoff-level gradient
+    # differences (2 ranks sum in another order) become updates of up to lr, so weights agree
+    # to a few lr, not to float precision.
     a, b = _weights(one / "LAST.pth"), _weights(two / "LAST.pth")
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=5e-3, msg=key)

@@ -315,7 +315,8 @@ class Trainer:
     def _end_of_epoch(self, model, optimizer, epoch, stats, seconds, valid_split, state):
         args = self.args
         steps = max(stats["steps"].item(), 1)
-        train_loss = stats["loss_sum"].item() / steps
+        # mean over every rank's batches (each rank's loss is the mean of its local batch)
+        train_loss = D_sum(self.dist, stats["loss_sum"]).item() / steps / self.dist.world_size
         samples = steps * args.batch_size  # global: every rank did `steps` local batches
         summed = {k: D_sum(self.dist, v) for k, v in stats.items()
                   if k not in ("loss_sum", "steps")}
