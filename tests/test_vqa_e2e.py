@@ -1,7 +1,6 @@
 """VQA end to end through main(argv) on a generated data root: training, exact resume,
 test-server files, interruption safety, and DDP equivalence."""
 import json
-import os
 import signal
 import subprocess
 import sys

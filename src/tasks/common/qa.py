@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
 import torch.nn.functional as F
 
 from lxrt.config import LXRTConfig
@@ -58,14 +57,25 @@ def build_config(args) -> LXRTConfig:
     return LXRTConfig(**overrides)
 
 
-def load_encoder_weights(args, encoder) -> None:
-    """--loadLXMERT / --fromScratch for the encoder; the authors' BERT-tarball start is not
-    available offline, so no flag means a random start (logged)."""
+def load_task_weights(args, model, config: LXRTConfig, load_head=None) -> None:
+    """The weight flags in the authors' order, for any task model holding `lxrt_encoder`:
+    --fromScratch (re-initialise the encoder), --loadLXMERT (encoder), --loadLXMERTQA (encoder
+    plus the task's pre-trained head through `load_head(model, path)`), --load (whole model).
+    The authors' BERT-tarball start is not available offline: no flag means a random start."""
+    if args.from_scratch:
+        model.lxrt_encoder.apply(lambda m: init_bert_weights(m, config.initializer_range))
     if args.load_lxmert:
-        load_pretrained_encoder(encoder, args.load_lxmert)
+        load_pretrained_encoder(model.lxrt_encoder, args.load_lxmert)
     elif not args.load_lxmert_qa and not args.load:
         log.warning("no --loadLXMERT/--loadLXMERTQA/--load: the encoder starts from random "
                     "weights%s", "" if args.from_scratch else " (pass --fromScratch to say so)")
+    if args.load_lxmert_qa:
+        if load_head is None:
+            raise SystemExit("--loadLXMERTQA: this task has no pre-trained head to transfer; "
+                             "use --loadLXMERT")
+        load_head(model, args.load_lxmert_qa)
+    if args.load:
+        load_finetuned(model, args.load, config)
 
 
 def soft_score(data: list, answers: list) -> float:
@@ -91,15 +101,8 @@ class QATask(Task):
         return QAModel(self.config, self.answers.num_answers)
 
     def load_weights(self, model) -> None:
-        args = self.args
-        if args.from_scratch:
-            model.apply(lambda m: init_bert_weights(m, self.config.initializer_range))
-        load_encoder_weights(args, model.lxrt_encoder)
-        if args.load_lxmert_qa:
-            load_lxmert_qa(model, args.load_lxmert_qa, self.answers.label2ans,
-                           self.root.all_answers(), self.config)
-        if args.load:
-            load_finetuned(model, args.load, self.config)
+        load_task_weights(self.args, model, self.config, lambda m, path: load_lxmert_qa(
+            m, path, self.answers.label2ans, self.root.all_answers(), self.config))
 
     # ---- data -----------------------------------------------------------------------------
 

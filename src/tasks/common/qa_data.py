@@ -81,22 +81,31 @@ def gqa_feature_topk(split: str, tiny: bool = False, fast: bool = False) -> int 
 
 
 # ---------------------------------------------------------------------------------- reading
+def read_records(path: str | Path, what: str, required: Sequence[str]) -> list[dict]:
+    """A JSON list of objects that each have the `required` keys; errors name the file, the
+    item index and the key."""
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise DataFormatError(f"{path}: expected a JSON list of {what}, "
+                              f"got {type(data).__name__}")
+    for i, datum in enumerate(data):
+        if not isinstance(datum, dict):
+            raise DataFormatError(f"{path}: item {i}: expected an object, "
+                                  f"got {type(datum).__name__}")
+        for key in required:
+            if key not in datum:
+                raise DataFormatError(f"{path}: item {i}: missing key {key!r}")
+    return data
+
+
 def load_qa_split(path: str | Path, require_label: bool = False) -> list[dict]:
     """Read and validate one question file. Each datum needs `img_id` (str), `question_id`
     (int or str), `sent` (str) and, when present (required with `require_label`), `label`, a
     dict answer(str) -> score(number). Errors name the file, the index and the key."""
-    path = Path(path)
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise DataFormatError(f"{path}: expected a JSON list of questions, "
-                              f"got {type(data).__name__}")
+    data = read_records(path, "questions", ("img_id", "question_id", "sent"))
     for i, datum in enumerate(data):
         where = f"{path}: item {i}"
-        if not isinstance(datum, dict):
-            raise DataFormatError(f"{where}: expected an object, got {type(datum).__name__}")
-        for key in ("img_id", "question_id", "sent"):
-            if key not in datum:
-                raise DataFormatError(f"{where}: missing key {key!r}")
         if not isinstance(datum["img_id"], str) or not datum["img_id"]:
             raise DataFormatError(f"{where}: key 'img_id' must be a non-empty string, "
                                   f"got {datum['img_id']!r}")

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from tasks.common.qa_data import (DataFormatError, _ImageLookup, _is_int, _tokenize,
                                   feature_topk as _feature_topk, filter_by_features, open_stores,
                                   stores_num_boxes,
-                                  read_json, split_list)
+                                  read_records, split_list)
 
 logger = logging.getLogger(__name__)
 
@@ -32,18 +32,11 @@ def feature_topk(split: str, tiny: bool = False, fast: bool = False) -> int | No
 
 def load_nlvr2_split(path: str | Path, require_label: bool = False) -> list[dict]:
     """Read and validate one NLVR2 file; errors name the file, the index and the key."""
-    path = Path(path)
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise DataFormatError(f"{path}: expected a JSON list of examples, "
-                              f"got {type(data).__name__}")
+    keys = ("identifier", "img0", "img1", "sent", "uid")
+    data = read_records(path, "examples", keys)
     for i, datum in enumerate(data):
         where = f"{path}: item {i}"
-        if not isinstance(datum, dict):
-            raise DataFormatError(f"{where}: expected an object, got {type(datum).__name__}")
-        for key in ("identifier", "img0", "img1", "sent", "uid"):
-            if key not in datum:
-                raise DataFormatError(f"{where}: missing key {key!r}")
+        for key in keys:
             if not isinstance(datum[key], str):
                 raise DataFormatError(f"{where}: key {key!r} must be a string, "
                                       f"got {datum[key]!r}")

@@ -17,12 +17,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch.nn.functional as F
 
-from lxrt.modeling import init_bert_weights
-from lxrt.loading import load_finetuned
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.checkpoints import atomic_write_text
 from tasks.common.paths import DataFileNotFoundError, DataRoot
-from tasks.common.qa import MAX_SEQ_LENGTH, build_config, load_encoder_weights
+from tasks.common.qa import MAX_SEQ_LENGTH, build_config, load_task_weights
 from tasks.common.qa_data import split_list
 from tasks.common.trainer import EvalResult, Task
 from tasks.nlvr2.data import IGNORE_LABEL, load_nlvr2_dataset
@@ -139,12 +137,7 @@ class NLVR2Task(Task):
         return NLVR2Model(self.config)
 
     def load_weights(self, model) -> None:
-        args = self.args
-        if args.from_scratch:
-            model.apply(lambda m: init_bert_weights(m, self.config.initializer_range))
-        load_encoder_weights(args, model.lxrt_encoder)
-        if args.load:
-            load_finetuned(model, args.load, self.config)
+        load_task_weights(self.args, model, self.config)
 
     # ---- data -----------------------------------------------------------------------------
 

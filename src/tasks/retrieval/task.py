@@ -18,12 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lxrt.loading import load_finetuned, load_itm_head
-from lxrt.modeling import init_bert_weights
+from lxrt.loading import load_itm_head
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.paths import DataRoot
 from tasks.common.precision import autocast as make_autocast
-from tasks.common.qa import MAX_SEQ_LENGTH, build_config, load_encoder_weights
+from tasks.common.qa import MAX_SEQ_LENGTH, build_config, load_task_weights
 from tasks.common.trainer import EvalResult, Task
 from tasks.retrieval.dataset import (PAIRS_PER_CAPTION, RetrievalTrainDataset, SplitLoader,
                                      check_split_disjoint)
@@ -63,14 +62,8 @@ class RetrievalTask(Task):
         return RetrievalModel(self.config)
 
     def load_weights(self, model) -> None:
-        args = self.args
-        if args.from_scratch:
-            model.lxrt_encoder.apply(lambda m: init_bert_weights(m, self.config.initializer_range))
-        load_encoder_weights(args, model.lxrt_encoder)
-        if args.load_lxmert_qa:
-            load_itm_head(model, args.load_lxmert_qa, self.config)
-        if args.load:
-            load_finetuned(model, args.load, self.config)
+        load_task_weights(self.args, model, self.config,
+                          lambda m, path: load_itm_head(m, path, self.config))
 
     # ---- data -----------------------------------------------------------------------------
 
