@@ -20,7 +20,7 @@ if [[ "$1" == "cpu" ]]; then
     model=(--modelConfig run/configs/easyvqa_cpu.json --epochs 3 --lr 3e-4 --numWorkers 0)
 else
     # the full LXMERT-S configuration (bert-base sizes, 0/5/0 layers), from scratch
-    model=(--epochs 4 --lr 1e-4 --numWorkers 4)
+    model=(--epochs 6 --lr 1e-4 --numWorkers 4)
 fi
 
 launch "$1" tasks.vqa.main --task easyvqa --dataRoot "$data_root" \

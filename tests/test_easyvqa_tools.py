@@ -259,3 +259,21 @@ def test_easyvqa_split_is_deterministic():
                                  {"circle", "red"}) == "what color is the"
     assert easyvqa.question_type("is there not a red shape?", {"circle", "red"}) == \
         "is there not a"
+
+
+def test_standardised_features_are_centred_and_scaled(tmp_path):
+    paths = []
+    for i, (shape, color) in enumerate([("square", (255, 0, 0)), ("circle", (0, 0, 255)),
+                                        ("triangle", (0, 128, 0)), ("circle", (255, 255, 0))]):
+        paths.append(str(draw(tmp_path / f"{i}.png", shape, color)))
+    mean, std = ef.fit_standardizer(paths)
+    assert mean.shape == std.shape == (ef.raw_dim(),) and (std > 0).all()
+    raw = np.concatenate([ef.describe_batch(np.asarray(Image.open(p).convert("RGB"))[None])[0]
+                          for p in paths])
+    z = ef.HandcraftedExtractor(dim=ef.raw_dim(), standardize=(mean, std))(
+        [np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    z = np.concatenate(z)
+    np.testing.assert_allclose(z, (raw - mean) / std, rtol=1e-5, atol=1e-5)
+    varying = raw.std(0) > 1e-6
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-3)
+    np.testing.assert_allclose(z.std(0)[varying], 1, rtol=1e-3)

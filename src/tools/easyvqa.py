@@ -32,9 +32,9 @@ import sys
 import time
 from pathlib import Path
 
-from tools.extract_features import extract_to_tsv
+from tools.extract_features import extract_to_tsv, fit_standardizer
 
-MARKER_VERSION = 1
+MARKER_VERSION = 2  # 2: standardised features
 SPLIT_SEED = 9595
 TEST_QID_OFFSET = 1_000_000
 YES_NO = {"yes", "no"}
@@ -181,10 +181,14 @@ def convert(data_root="data", grid: int = 6, dim: int = 2048, force: bool = Fals
 
     log(f"extracting features: {len(tr_images)} train+valid images, {len(te_images)} test "
         f"images (grid {grid}, dim {dim})")
+    # one standardisation for every split, fitted on training images only
+    scale = fit_standardizer([tr_paths[i] for i in train_ids], grid)
     st_tr = extract_to_tsv({img_id("train", i): tr_paths[i] for i in tr_images},
-                           paths["train_tsv"], grid, dim, projection=projection)
+                           paths["train_tsv"], grid, dim, projection=projection,
+                           standardize=scale)
     st_te = extract_to_tsv({img_id("test", i): te_paths[i] for i in te_images},
-                           paths["test_tsv"], grid, dim, projection=projection)
+                           paths["test_tsv"], grid, dim, projection=projection,
+                           standardize=scale)
 
     for name, data in splits.items():
         _write_json(paths[name], data)
