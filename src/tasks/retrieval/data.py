@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.common.qa_data import DataFormatError, read_json
+from tasks.common.qa_data import DataFormatError, read_records
 
 
 def image_id_of(img_path: str) -> int:
@@ -73,19 +73,11 @@ class FlickrAnnotations:
 def load_flickr_annotations(path: str | Path) -> FlickrAnnotations:
     """Read and validate a Flickr30k annotation file. Errors name the file, index and key."""
     path = Path(path)
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise DataFormatError(f"{path}: expected a JSON list of images, "
-                              f"got {type(data).__name__}")
+    data = read_records(path, "images", ("img_path", "sentences"))
     img_paths, image_ids, captions = [], [], []
     seen: dict[str, int] = {}
     for i, entry in enumerate(data):
         where = f"{path}: item {i}"
-        if not isinstance(entry, dict):
-            raise DataFormatError(f"{where}: expected an object, got {type(entry).__name__}")
-        for key in ("img_path", "sentences"):
-            if key not in entry:
-                raise DataFormatError(f"{where}: missing key {key!r}")
         img_path = entry["img_path"]
         if not isinstance(img_path, str):
             raise DataFormatError(f"{where}: key 'img_path' must be a string, got {img_path!r}")
