@@ -225,11 +225,11 @@ class Trainer:
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         wrapped = model
-        if self.args.compile:
-            wrapped = torch.compile(wrapped)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
+        if self.args.compile:  # after DDP, as PyTorch recommends (DDP-aware graph breaks)
+            wrapped = torch.compile(wrapped)
         return wrapped
 
     # ---- training -----------------------------------------------------------------------
