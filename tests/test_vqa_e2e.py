@@ -140,3 +140,15 @@ def test_two_process_ddp_matches_one_process(root, tmp_path):
     a, b = _weights(one / "LAST.pth"), _weights(two / "LAST.pth")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=5e-3, msg=key)
+
+
+def test_generated_data_is_learnable(tmp_path):
+    """The generated root carries real signal: a small model trained from scratch answers
+    well above the ~25% a constant answer gets (measured: 69% after 4 short epochs)."""
+    root = make_root(tmp_path / "data", images=256)
+    out = tmp_path / "run"
+    summary = main(["--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"),
+                    "--fromScratch", "--train", "train,nominival", "--valid", "minival",
+                    "--epochs", "4", "--batchSize", "32", "--lr", "5e-4", "--device", "cpu",
+                    "--numWorkers", "0", "--output", str(out)])
+    assert summary["best"]["accuracy"] > 50

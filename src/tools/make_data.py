@@ -46,8 +46,8 @@ SIZES = ["small", "large"]
 # every generated answer, plus a few that are never right (all in the real VQA/GQA tables)
 SMALL_ANSWERS = ["yes", "no"] + COLORS + OBJECTS + ["white", "black", "car", "tree"]
 NUM_BOXES = 36
-SIGNAL_REGIONS = 4   # regions per attribute that carry its template
-SIGNAL_SCALE = 2.0
+SIGNAL_REGIONS = 12  # regions per attribute that carry its template (3 x 12 = all 36)
+SIGNAL_SCALE = 3.0
 
 
 class _Generator:
