@@ -4,7 +4,7 @@
                               [--answers small|full] [--small-model]
 
 The data are learnable: every image has latent attributes (a colour, an object and a size).
-Each attribute value has a template vector that is added to a few of the image's 36 region
+Each attribute value has a template vector that is added to 12 of the image's 36 region
 features, and every question, answer, NLVR2 statement and caption is derived from these
 attributes, so a small model learns the tasks in a short run.
 
