@@ -80,6 +80,15 @@ class DeviceSplit:
         self.feats = torch.from_numpy(feats).to(device)
         self.boxes = torch.from_numpy(boxes).to(device)
         self.caption_to_image = torch.from_numpy(split.caption_to_image).to(device)
+        # real tokens per caption, on the host: lets each chunk drop padded positions (exact)
+        # without a device sync
+        self.lengths = np.asarray(split.tokens["input_mask"]).sum(1)
+
+    def chunk_length(self, first_caption: int, last_caption: int, multiple: int = 4) -> int:
+        """Text length covering captions [first, last], rounded up to `multiple`."""
+        full = self.tokens["input_ids"].shape[1]
+        longest = int(self.lengths[first_caption:last_caption + 1].max())
+        return min(full, -(-longest // multiple) * multiple)
 
     @property
     def num_captions(self) -> int:
@@ -128,10 +137,11 @@ def score_logits(model, data: DeviceSplit, pairs_per_forward: int,
             p = torch.arange(s, e, device=data.device)
             cap = p // n_img + start
             img = p % n_img
+            length = data.chunk_length(s // n_img + start, (e - 1) // n_img + start)
             out[s:e] = _head_logits(
-                model, data.tokens["input_ids"].index_select(0, cap),
-                data.tokens["token_position"].index_select(0, cap),
-                data.tokens["input_mask"].index_select(0, cap),
+                model, data.tokens["input_ids"][:, :length].index_select(0, cap),
+                data.tokens["token_position"][:, :length].index_select(0, cap),
+                data.tokens["input_mask"][:, :length].index_select(0, cap),
                 data.feats.index_select(0, img), data.boxes.index_select(0, img), autocast)
     finally:
         model.train(was_training)
