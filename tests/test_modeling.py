@@ -175,3 +175,21 @@ def test_export_round_trip_loads_in_the_authors_layout(tmp_path):
     load_pretrained_encoder(encoder, tmp_path / "model")
     for key, value in model.bert.state_dict().items():
         torch.testing.assert_close(encoder.bert.state_dict()[key], value)
+
+
+def test_batched_cross_attention_equals_two_separate_calls():
+    """The shared cross-attention runs both directions in one pass; it must equal calling the
+    module once per direction (the authors' formulation)."""
+    config = tiny_config()
+    torch.manual_seed(0)
+    layer = LXRTPretraining(config).bert.encoder.x_layers[0].visual_attention.eval()
+    g = torch.Generator().manual_seed(1)
+    lang, visn = torch.randn(2, 9, 32, generator=g), torch.randn(2, 7, 32, generator=g)
+    mask = torch.zeros(2, 1, 1, 9)
+    mask[1, ..., 5:] = -10000.0
+    with torch.no_grad():
+        lang_ref, _ = layer(lang, visn, None)
+        visn_ref, _ = layer(visn, lang, mask)
+        lang_out, visn_out, _, _ = layer.forward_pair(lang, visn, mask, None)
+    torch.testing.assert_close(lang_out, lang_ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(visn_out, visn_ref, atol=1e-6, rtol=1e-5)

@@ -161,10 +161,16 @@ class BertAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, hidden, context, mask=None, output_attentions=False):
-        q = self._heads(self.query(hidden))
-        k = self._heads(self.key(context))
-        v = self._heads(self.value(context))
+    def project(self, x):
+        """Q, K and V of the same tokens with one matmul (the three Linear modules keep the
+        checkpoint's names; their weights are concatenated on the fly)."""
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        q, k, v = F.linear(x, weight, bias).chunk(3, dim=-1)
+        return self._heads(q), self._heads(k), self._heads(v)
+
+    def attend(self, q, k, v, mask=None, output_attentions=False):
+        """softmax(QK^T / sqrt(d) + mask) V over [B, heads, L, d] inputs -> ([B, Lq, H], probs)."""
         probs = None
         if output_attentions:
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
@@ -177,6 +183,15 @@ class BertAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         b, _, n, _ = out.shape
         return out.transpose(1, 2).reshape(b, n, -1), probs
+
+    def forward(self, hidden, context, mask=None, output_attentions=False):
+        if context is hidden:  # self-attention: one fused projection
+            q, k, v = self.project(hidden)
+        else:
+            q = self._heads(self.query(hidden))
+            k = self._heads(self.key(context))
+            v = self._heads(self.value(context))
+        return self.attend(q, k, v, mask, output_attentions)
 
 
 class BertAttOutput(nn.Module):
@@ -201,6 +216,20 @@ class BertCrossattLayer(nn.Module):
     def forward(self, hidden, context, context_mask=None, output_attentions=False):
         att, probs = self.att(hidden, context, context_mask, output_attentions)
         return self.output(att, hidden), probs
+
+    def forward_pair(self, lang, visn, lang_mask=None, visn_mask=None, output_attentions=False):
+        """Both directions at once (lang attends to visn, visn to lang). The weights are shared,
+        so the Q/K/V projections and the output block run once on the concatenated tokens
+        instead of twice per stream: the same arithmetic in fewer, larger kernels."""
+        n = lang.shape[1]
+        both = torch.cat([lang, visn], 1)
+        q, k, v = self.att.project(both)
+        lang_att, lang_probs = self.att.attend(q[:, :, :n], k[:, :, n:], v[:, :, n:], visn_mask,
+                                               output_attentions)
+        visn_att, visn_probs = self.att.attend(q[:, :, n:], k[:, :, :n], v[:, :, :n], lang_mask,
+                                               output_attentions)
+        out = self.output(torch.cat([lang_att, visn_att], 1), both)
+        return out[:, :n], out[:, n:], lang_probs, visn_probs
 
 
 class BertSelfattLayer(nn.Module):
@@ -269,8 +298,8 @@ class LXRTXLayer(nn.Module):
 
     def forward(self, lang, lang_mask, visn, visn_mask, output_attentions=False):
         # Both directions read the layer's inputs (parallel, not sequential).
-        lang_x, lang_x_probs = self.visual_attention(lang, visn, visn_mask, output_attentions)
-        visn_x, visn_x_probs = self.visual_attention(visn, lang, lang_mask, output_attentions)
+        lang_x, visn_x, lang_x_probs, visn_x_probs = self.visual_attention.forward_pair(
+            lang, visn, lang_mask, visn_mask, output_attentions)
         lang_s, lang_s_probs = self.lang_self_att(lang_x, lang_mask, output_attentions)
         visn_s, visn_s_probs = self.visn_self_att(visn_x, visn_mask, output_attentions)
         lang_out = self.lang_output(self.lang_inter(lang_s), lang_s)
