@@ -64,3 +64,12 @@ def broadcast_object(info: DistInfo, obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def sum_over_ranks(info: DistInfo, value):
+    """Sum a 0-d stat tensor over ranks (identity in one process)."""
+    if not info.enabled or not torch.is_tensor(value):
+        return value
+    value = value.clone().float()
+    dist.all_reduce(value)
+    return value

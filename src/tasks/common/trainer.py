@@ -315,9 +315,10 @@ class Trainer:
         args = self.args
         steps = max(stats["steps"].item(), 1)
         # mean over every rank's batches (each rank's loss is the mean of its local batch)
-        train_loss = D_sum(self.dist, stats["loss_sum"]).item() / steps / self.dist.world_size
+        loss_sum = D.sum_over_ranks(self.dist, stats["loss_sum"]).item()
+        train_loss = loss_sum / steps / self.dist.world_size
         samples = steps * args.batch_size  # global: every rank did `steps` local batches
-        summed = {k: D_sum(self.dist, v) for k, v in stats.items()
+        summed = {k: D.sum_over_ranks(self.dist, v) for k, v in stats.items()
                   if k not in ("loss_sum", "steps")}
         train_score = self.task.train_score(summed, int(samples))
         record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": seconds,
@@ -396,15 +397,6 @@ class Trainer:
 
     def close(self) -> None:
         D.shutdown(self.dist)
-
-
-def D_sum(info: D.DistInfo, value):
-    """Sum a 0-d stat tensor over ranks (identity in one process)."""
-    if not info.enabled or not torch.is_tensor(value):
-        return value
-    value = value.clone().float()
-    torch.distributed.all_reduce(value)
-    return value
 
 
 def progress(iterable, desc: str, enabled: bool, total: Optional[int] = None):
