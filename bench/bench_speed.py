@@ -49,7 +49,9 @@ def sentences(n: int) -> list[str]:
     return [qs[i] for i in rng.integers(0, len(qs), n)]
 
 
-def make_batch(tok, batch: int, device, answers: int, dim: int, seed: int = 0):
+def make_batch(tok, batch: int, device, answers: int, dim: int, fast: bool, seed: int = 0):
+    """A realistic batch (real question lengths, random regions) on `device`; the fast path
+    drops padded text positions first, as the trainer does."""
     enc = tok.encode_batch(sentences(batch))
     g = torch.Generator().manual_seed(seed)
     b = {"input_ids": torch.from_numpy(enc.input_ids), "token_position":
@@ -57,12 +59,26 @@ def make_batch(tok, batch: int, device, answers: int, dim: int, seed: int = 0):
          "feats": torch.rand(batch, 36, dim, generator=g),
          "boxes": torch.rand(batch, 36, 4, generator=g).sort(-1).values,
          "target": (torch.rand(batch, answers, generator=g) > 0.999).float()}
-    return b
+    if fast:
+        b = trim_text_padding(b)
+    return {k: v.to(device) for k, v in b.items()}
 
 
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def timed(fn, device, steps: int, warmup: int = 2) -> float:
+    """Seconds for `steps` calls of `fn` after `warmup` untimed ones (device synchronised)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def autocast(device, fast):
@@ -76,10 +92,7 @@ def train_throughput(config, device, batch, steps, fast, compile_model, tok):
     model = QAModel(config, 3129).to(device)
     opt = BertAdam(list(model.parameters()), lr=5e-5, warmup=0.1, t_total=1000)
     run = torch.compile(model) if compile_model else model
-    host = make_batch(tok, batch, device, 3129, config.visual_feat_dim)
-    if fast:
-        host = trim_text_padding(host)
-    data = {k: v.to(device) for k, v in host.items()}
+    data = make_batch(tok, batch, device, 3129, config.visual_feat_dim, fast)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -93,40 +106,24 @@ def train_throughput(config, device, batch, steps, fast, compile_model, tok):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
 
-    for _ in range(3 if compile_model else 2):  # warm-up (and compilation)
-        step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    seconds = time.perf_counter() - start
+    seconds = timed(step, device, steps, warmup=3 if compile_model else 2)  # (+ compilation)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"samples_per_s": batch * steps / seconds, "peak_gpu_gib": peak,
-            "text_len": int(host["input_ids"].shape[1])}
+            "text_len": int(data["input_ids"].shape[1])}
 
 
 @torch.no_grad()
 def matching_throughput(config, device, pairs, steps, fast, tok):
     from tasks.retrieval.model import RetrievalModel
     model = RetrievalModel(config).to(device).eval()
-    host = make_batch(tok, pairs, device, 2, config.visual_feat_dim)
-    if fast:
-        host = trim_text_padding(host)
-    data = {k: v.to(device) for k, v in host.items()}
+    data = make_batch(tok, pairs, device, 2, config.visual_feat_dim, fast)
 
     def forward():
         with autocast(device, fast):
             return model(data["input_ids"], data["token_position"], data["input_mask"],
                          data["feats"], data["boxes"])
 
-    forward()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        forward()
-    sync(device)
-    return {"pairs_per_s": pairs * steps / (time.perf_counter() - start)}
+    return {"pairs_per_s": pairs * steps / timed(forward, device, steps, warmup=1)}
 
 
 def pipeline_throughput(config, device, batch, steps, workers, tok, images):

@@ -10,12 +10,6 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 usage_check $# "bash run/sent_retrieval_finetune.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]"
-output="snap/retrieval/$2"
-mkdir -p "$output"
-launch "$1" tasks.retrieval.main \
-    --train train --valid minival \
-    --llayers 0 --xlayers 5 --rlayers 0 \
-    --loadLXMERTQA data/model \
-    --batchSize 32 --optim bert --lr 5e-5 --epochs 8 \
-    --direction text --scoreFunction logit \
-    --tqdm --output "$output" "${@:3}"
+# the same run as image_retrieval_finetune.bash; later flags win, so these select text retrieval
+exec bash "$(dirname "$0")/image_retrieval_finetune.bash" "$1" "$2" \
+    --direction text --scoreFunction logit "${@:3}"

@@ -8,11 +8,6 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 usage_check $# "bash run/sent_retrieval_zero_shot.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]"
-output="snap/retrieval/$2"
-mkdir -p "$output"
-launch "$1" tasks.retrieval.main \
-    --train "" --valid "" --test test \
-    --llayers 0 --xlayers 5 --rlayers 0 \
-    --loadLXMERTQA data/model \
-    --direction text --scoreFunction prob \
-    --tqdm --output "$output" "${@:3}"
+# the same run as image_retrieval_zero_shot.bash; later flags win, so these select text retrieval
+exec bash "$(dirname "$0")/image_retrieval_zero_shot.bash" "$1" "$2" \
+    --direction text --scoreFunction prob "${@:3}"
