@@ -30,15 +30,6 @@ FINAL_RE = re.compile(r"^Final r1:\d+\.\d{3}, r5:\d+\.\d{3}, r10:\d+\.\d{3}, "
                       r"mder:\d+\.\d{3}, meanr:\d+\.\d{3}$")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core box: more than one torch thread only spins."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     out = tmp_path_factory.mktemp("flickr") / "data"

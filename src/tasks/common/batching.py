@@ -10,13 +10,18 @@ from __future__ import annotations
 TEXT_KEYS = ("input_ids", "token_position", "input_mask", "segment_ids")
 
 
+def trimmed_length(longest: int, full: int, multiple: int = 4) -> int:
+    """The text length to keep: the longest real sentence rounded up to `multiple`."""
+    return min(full, max(multiple, -(-longest // multiple) * multiple))
+
+
 def trim_text_padding(batch: dict, multiple: int = 4) -> dict:
     mask = batch.get("input_mask")
     if mask is None or mask.dim() != 2 or mask.device.type != "cpu":
         return batch
     full = mask.shape[1]
     longest = int(mask.sum(1).max()) if mask.numel() else full
-    length = min(full, max(multiple, -(-longest // multiple) * multiple))
+    length = trimmed_length(longest, full, multiple)
     if length == full:
         return batch
     return {k: v[:, :length] if k in TEXT_KEYS and hasattr(v, "dim") and v.dim() == 2 else v

@@ -58,14 +58,6 @@ def gather_objects(info: DistInfo, obj):
     return out
 
 
-def broadcast_object(info: DistInfo, obj):
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def sum_over_ranks(info: DistInfo, value):
     """Sum a 0-d stat tensor over ranks (identity in one process)."""
     if not info.enabled or not torch.is_tensor(value):

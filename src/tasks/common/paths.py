@@ -66,10 +66,6 @@ SOURCES = {
     "easyvqa_json": "python -m tools.easyvqa (converts the easy-VQA dataset)",
     "easyvqa_features": "python -m tools.easyvqa (extracts features for the easy-VQA images)",
     "easyvqa_answers": "python -m tools.easyvqa",
-    "pretrained": "LXMERT-S README (https://github.com/lttsmn/LXMERT-S) ships it as "
-                  "mode_LXRT.bin; save it as data/model_LXRT.pth",
-    "bert_config": "bert_config.json inside bert-base-uncased.tar.gz (or python -m "
-                   "tools.make_data for a small generated model)",
 }
 
 
@@ -249,12 +245,3 @@ class DataRoot:
                             "all_ans.json", "all_answers",
                             shipped=REPO_DATA / "lxmert" / "all_ans.json")
 
-    def pretrained(self, name: str = "model") -> Path:
-        """The pre-trained checkpoint `<name>_LXRT.pth` (what `--loadLXMERT data/model` reads);
-        the README's `mode_LXRT.bin` is accepted too."""
-        cands = [self.root / f"{name}_LXRT.pth", self.root / "mode_LXRT.bin"]
-        return self.find(f"pre-trained checkpoint {name}_LXRT.pth", cands, SOURCES["pretrained"])
-
-    def bert_config(self) -> Path:
-        return self.find("bert_config.json", [self.root / "bert_config.json"],
-                         SOURCES["bert_config"])

@@ -157,14 +157,6 @@ class AnswerTable:
         self.ans2label: dict[str, int] = ans2label
         self.label2ans: list[str] = label2ans
 
-    @classmethod
-    def from_root(cls, data_root, task: str) -> "AnswerTable":
-        """The answer table of a VQA-like task from a `DataRoot` (or a root path)."""
-        from tasks.common.paths import DataRoot
-        if not isinstance(data_root, DataRoot):
-            data_root = DataRoot(data_root)
-        return cls(*data_root.answer_tables(task))
-
     @property
     def num_answers(self) -> int:
         return len(self.label2ans)

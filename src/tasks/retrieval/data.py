@@ -66,10 +66,6 @@ class FlickrAnnotations:
         """(image index, caption) in image-major order, as the IR evaluation enumerates them."""
         return [(i, s) for i, caps in enumerate(self.captions) for s in caps]
 
-    def index_of_path(self) -> dict[str, int]:
-        return {p: i for i, p in enumerate(self.img_paths)}
-
-
 def load_flickr_annotations(path: str | Path) -> FlickrAnnotations:
     """Read and validate a Flickr30k annotation file. Errors name the file, index and key."""
     path = Path(path)

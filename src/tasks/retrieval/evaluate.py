@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from tasks.common import distributed as D
+from tasks.common.batching import trimmed_length
 from tasks.common.checkpoints import atomic_write_json
 from tasks.retrieval.dataset import TOKEN_KEYS, RetrievalSplit
 from tasks.retrieval.metrics import recall_metrics, retrieval_ranks, score_from_logits
@@ -86,9 +87,8 @@ class DeviceSplit:
 
     def chunk_length(self, first_caption: int, last_caption: int, multiple: int = 4) -> int:
         """Text length covering captions [first, last], rounded up to `multiple`."""
-        full = self.tokens["input_ids"].shape[1]
         longest = int(self.lengths[first_caption:last_caption + 1].max())
-        return min(full, -(-longest // multiple) * multiple)
+        return trimmed_length(longest, self.tokens["input_ids"].shape[1], multiple)
 
     @property
     def num_captions(self) -> int:
