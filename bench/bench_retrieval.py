@@ -40,7 +40,8 @@ from lxrt.tokenization import LXRTTokenizer, find_vocab_file  # noqa: E402
 from tasks.common.precision import autocast as make_autocast  # noqa: E402
 from tasks.retrieval.data import FlickrAnnotations  # noqa: E402
 from tasks.retrieval.dataset import build_split, tokenize_captions  # noqa: E402
-from tasks.retrieval.evaluate import (DeviceSplit, retrieval_report, score_logits)  # noqa: E402
+from tasks.retrieval.evaluate import (DeviceSplit, retrieval_report, score_captions,
+                                      score_logits)  # noqa: E402
 from tasks.retrieval.metrics import argsort_ranks_numpy, recall_metrics  # noqa: E402
 from tasks.retrieval.model import RetrievalModel  # noqa: E402
 from tools.make_data import small_config_dict  # noqa: E402
@@ -168,7 +169,7 @@ def main(argv=None):
     sync(device)
     setup_s = time.time() - t0
     autocast = (lambda: make_autocast(device, precision))
-    score_logits(model, data, min(ppf, 64), autocast, rows=(0, 1))  # warm-up
+    score_captions(model, data, np.arange(1), min(ppf, 64), autocast)  # warm-up
     sync(device)
     t0 = time.time()
     logits = score_logits(model, data, ppf, autocast)

@@ -19,7 +19,7 @@ from tasks.common.paths import DataRoot
 from tasks.retrieval.data import HardNegatives, load_flickr_annotations
 from tasks.retrieval.dataset import (RetrievalTrainDataset, SplitLoader, carve_minival,
                                      hard_negative_table, split_files)
-from tasks.retrieval.evaluate import DeviceSplit, score_logits, shard_rows
+from tasks.retrieval.evaluate import DeviceSplit, score_captions, score_logits, scoring_order
 from tasks.retrieval.main import main
 from tasks.retrieval.model import RetrievalModel
 from tasks.retrieval.task import pair_loss
@@ -174,18 +174,34 @@ def test_authors_tr_order_with_shuffled_tsv(root, zero_shot, tmp_path):
     assert meta["primary"]["tr_first"] == pytest.approx(naive_metrics(authors))
 
 
-def test_chunk_size_and_sharding_do_not_change_scores(root, loader):
+def test_chunk_size_order_and_sharding_do_not_change_scores(root, loader):
     model, config = small_model(root)
     load_itm_head(model, root / "model", config)
     split = loader.split("minival")
     data = DeviceSplit(split, torch.device("cpu"))
+    # reference: every caption alone, in file order, at the full padded length
+    natural = np.arange(split.num_captions)
+    data_untrimmed = DeviceSplit(split, torch.device("cpu"))
+    data_untrimmed.lengths = np.full_like(data.lengths, split.tokens["input_ids"].shape[1])
+    reference = score_captions(model, data_untrimmed, natural, split.num_images)
+    assert len(set(data.lengths.tolist())) > 1  # lengths differ, so the order matters
     full = score_logits(model, data, 100_000)
+    torch.testing.assert_close(full, reference, rtol=1e-5, atol=1e-6)
     for ppf in (7, 16):
         torch.testing.assert_close(score_logits(model, data, ppf), full, rtol=1e-5, atol=1e-6)
     for world in (2, 3):
-        parts = [score_logits(model, data, 9, rows=shard_rows(split.num_captions, r, world))
-                 for r in range(world)]
-        torch.testing.assert_close(torch.cat(parts), full, rtol=1e-5, atol=1e-6)
+        shares = [scoring_order(data.lengths, r, world) for r in range(world)]
+        assert sorted(np.concatenate(shares).tolist()) == natural.tolist()
+        assert max(len(x) for x in shares) - min(len(x) for x in shares) <= 1
+        for share in shares:
+            torch.testing.assert_close(score_captions(model, data, share, 9), full[share],
+                                       rtol=1e-5, atol=1e-6)
+
+
+def test_scoring_order_is_longest_first_and_stable():
+    lengths = np.array([5, 9, 5, 12, 9, 3])
+    assert scoring_order(lengths).tolist() == [3, 1, 4, 0, 2, 5]
+    assert scoring_order(lengths, 1, 2).tolist() == [1, 0, 5]
 
 
 # ------------------------------------------------------------------------------- training data

@@ -5,8 +5,10 @@ caption and the region features of every image are put on the device once, pair 
 built there by index (pair p -> caption p // Ni, image p % Ni), `pairs_per_forward` pairs per
 forward, under the given autocast. The encoder runs in that precision; the 2-way head runs in
 fp32 on the pooled output, so that bf16 does not round the logits into ties. The result is the
-logit matrix [Nc, Ni, 2] (fp32, on the device). With several processes each rank scores a
-contiguous block of caption rows and the blocks are gathered.
+logit matrix [Nc, Ni, 2] (fp32, on the device). Captions are scored longest first, so each
+chunk is cut to nearly its real text length (exact: padded positions are masked everywhere).
+With several processes the length-sorted captions are dealt round-robin to the ranks and the
+shares are gathered.
 
 `retrieval_report` derives everything from that one matrix with `tasks.retrieval.metrics`, for
 both score functions (prob = softmax(logits)[:, 1], logit = raw logits[:, 1]):
@@ -63,11 +65,13 @@ def default_pairs_per_forward(device: torch.device) -> int:
     return 4096 if device.type == "cuda" else 256
 
 
-def shard_rows(num_rows: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Contiguous block [start, end) of caption rows scored by `rank`."""
-    base, extra = divmod(num_rows, world_size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
+def scoring_order(lengths: np.ndarray, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """Caption indices that `rank` scores, longest first. Sorting by length gives each chunk
+    captions of nearly equal length, so trimming removes almost all padded positions (a chunk
+    in file order pads to its longest caption); dealing the sorted list round-robin keeps the
+    ranks' work equal. The order changes only the work done, never a score."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return order[rank::world_size]
 
 
 class DeviceSplit:
@@ -85,9 +89,9 @@ class DeviceSplit:
         # without a device sync
         self.lengths = np.asarray(split.tokens["input_mask"]).sum(1)
 
-    def chunk_length(self, first_caption: int, last_caption: int, multiple: int = 4) -> int:
-        """Text length covering captions [first, last], rounded up to `multiple`."""
-        longest = int(self.lengths[first_caption:last_caption + 1].max())
+    def chunk_length(self, captions: np.ndarray, multiple: int = 4) -> int:
+        """Text length covering `captions`, rounded up to `multiple`."""
+        longest = int(self.lengths[captions].max())
         return trimmed_length(longest, self.tokens["input_ids"].shape[1], multiple)
 
     @property
@@ -113,31 +117,31 @@ def _head_logits(model, input_ids, token_position, input_mask, feats, boxes, aut
 
 
 @torch.no_grad()
-def score_logits(model, data: DeviceSplit, pairs_per_forward: int,
-                 autocast: Optional[Callable] = None, rows: Optional[tuple[int, int]] = None,
-                 progress: bool = False) -> torch.Tensor:
-    """Logits [R, Ni, 2] (fp32, on the data's device) of caption rows `rows` = [start, end)
-    (default: all) against every image."""
+def score_captions(model, data: DeviceSplit, captions: np.ndarray, pairs_per_forward: int,
+                   autocast: Optional[Callable] = None, progress: bool = False) -> torch.Tensor:
+    """Logits [len(captions), Ni, 2] (fp32, on the data's device) of the caption indices
+    `captions`, in that order, against every image; `pairs_per_forward` pairs per forward."""
     if pairs_per_forward < 1:
         raise ValueError(f"pairs per forward must be positive, got {pairs_per_forward}")
     autocast = autocast or contextlib.nullcontext
-    start, end = rows if rows is not None else (0, data.num_captions)
-    n_img = data.num_images
-    n_rows = end - start
-    out = torch.empty(n_rows * n_img, 2, dtype=torch.float32, device=data.device)
+    captions = np.asarray(captions, dtype=np.int64)
+    n_img, n_pairs = data.num_images, len(captions) * data.num_images
+    rows_to_caption = torch.from_numpy(captions).to(data.device)
+    out = torch.empty(n_pairs, 2, dtype=torch.float32, device=data.device)
     was_training = model.training
     model.eval()
-    steps = range(0, n_rows * n_img, pairs_per_forward)
+    steps = range(0, n_pairs, pairs_per_forward)
     if progress:
         from tqdm import tqdm
         steps = tqdm(steps, desc="score pairs", leave=False, dynamic_ncols=True)
     try:
         for s in steps:
-            e = min(s + pairs_per_forward, n_rows * n_img)
+            e = min(s + pairs_per_forward, n_pairs)
             p = torch.arange(s, e, device=data.device)
-            cap = p // n_img + start
+            cap = rows_to_caption.index_select(0, p // n_img)
             img = p % n_img
-            length = data.chunk_length(s // n_img + start, (e - 1) // n_img + start)
+            # host-side lengths: no device sync to find how much text this chunk needs
+            length = data.chunk_length(captions[s // n_img:(e - 1) // n_img + 1])
             out[s:e] = _head_logits(
                 model, data.tokens["input_ids"][:, :length].index_select(0, cap),
                 data.tokens["token_position"][:, :length].index_select(0, cap),
@@ -145,22 +149,26 @@ def score_logits(model, data: DeviceSplit, pairs_per_forward: int,
                 data.feats.index_select(0, img), data.boxes.index_select(0, img), autocast)
     finally:
         model.train(was_training)
-    return out.view(n_rows, n_img, 2)
+    return out.view(len(captions), n_img, 2)
 
 
 @torch.no_grad()
-def score_logits_distributed(model, data: DeviceSplit, pairs_per_forward: int,
-                             autocast: Optional[Callable], dist: D.DistInfo,
-                             progress: bool = False) -> torch.Tensor:
-    """All ranks: the full logit matrix [Nc, Ni, 2] on `data.device`, each rank having scored
-    its block of caption rows."""
-    rows = shard_rows(data.num_captions, dist.rank, dist.world_size)
-    local = score_logits(model, data, pairs_per_forward, autocast, rows, progress)
-    if not dist.enabled:
-        return local
-    parts = D.gather_objects(dist, (rows[0], local.cpu()))
-    parts.sort(key=lambda x: x[0])
-    return torch.cat([p for _, p in parts]).to(data.device)
+def score_logits(model, data: DeviceSplit, pairs_per_forward: int,
+                 autocast: Optional[Callable] = None, dist: Optional[D.DistInfo] = None,
+                 progress: bool = False) -> torch.Tensor:
+    """The full logit matrix [Nc, Ni, 2] (captions in split order) on `data.device`. Captions
+    are scored longest first; with `dist` each rank scores its share and all ranks get the
+    whole matrix."""
+    rank, world = (dist.rank, dist.world_size) if dist is not None and dist.enabled else (0, 1)
+    captions = scoring_order(data.lengths, rank, world)
+    local = score_captions(model, data, captions, pairs_per_forward, autocast, progress)
+    if world > 1:
+        parts = D.gather_objects(dist, (captions, local.cpu()))
+        captions = np.concatenate([c for c, _ in parts])
+        local = torch.cat([x for _, x in parts]).to(data.device)
+    full = torch.empty_like(local)
+    full[torch.from_numpy(captions).to(data.device)] = local
+    return full
 
 
 def retrieval_report(logits: torch.Tensor, split: RetrievalSplit, score_function: str = "prob",
@@ -264,7 +272,7 @@ def evaluate_split(model, split: RetrievalSplit, device: torch.device, dist: D.D
     """Score `split` and rank it: (metrics dict, report, logits)."""
     t0 = time.time()
     data = data or DeviceSplit(split, device)
-    logits = score_logits_distributed(model, data, pairs_per_forward, autocast, dist, progress)
+    logits = score_logits(model, data, pairs_per_forward, autocast, dist, progress)
     report = retrieval_report(logits, split, score_function, rank_method)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
