@@ -74,3 +74,43 @@ def test_fast_and_argsort_rankings_agree_without_ties():
     fast = ranks_strict_greater(scores, gt)
     slow = argsort_ranks_numpy(scores.numpy(), gt.numpy())
     np.testing.assert_array_equal(np.asarray(fast), np.asarray(slow))
+
+
+class _LengthsDataset(torch.utils.data.Dataset):
+    """Pre-tokenized text of varied lengths, like QADataset's `tokens`."""
+
+    def __init__(self, lengths):
+        self.tokens = {"input_mask": np.zeros((len(lengths), 20), dtype=np.int64)}
+        for i, n in enumerate(lengths):
+            self.tokens["input_mask"][i, :n] = 1
+        self.tokens["input_ids"] = self.tokens["input_mask"] * 7
+
+    def __len__(self):
+        return len(self.tokens["input_mask"])
+
+    def __getitem__(self, i):
+        return {"index": torch.tensor(i), **{k: torch.from_numpy(v[i])
+                                             for k, v in self.tokens.items()}}
+
+
+@pytest.mark.parametrize("trim", [True, False])
+def test_evaluation_runs_longest_first_and_returns_dataset_order(tmp_path, trim):
+    from tasks.common.args import base_parser
+    from tasks.common.trainer import Trainer
+    args = base_parser("t", 1).parse_args(
+        ["--device", "cpu", "--numWorkers", "0", "--output", str(tmp_path), "--batchSize", "1",
+         "--evalBatchSize", "4"] + ([] if trim else ["--no-trimPadding"]))
+    lengths = np.random.default_rng(0).integers(1, 21, 50)
+    dataset, widths = _LengthsDataset(lengths), []
+
+    def step(model, batch):
+        widths.append(batch["input_ids"].shape[1])
+        return {"index": batch["index"], "length": batch["input_mask"].sum(1)}
+
+    out = Trainer(args, task=None).predict(torch.nn.Identity(), dataset, step)
+    assert out["index"].tolist() == list(range(50))
+    assert out["length"].tolist() == lengths.tolist()
+    if trim:  # sorted batches: each is cut to about its own length
+        assert widths == sorted(widths, reverse=True) and sum(widths) < 0.7 * 20 * len(widths)
+    else:  # the faithful path keeps the authors' order and padding
+        assert set(widths) == {20}

@@ -76,9 +76,11 @@ def test_resume_continues_exactly(root, tmp_path):
     assert json.loads(full_metrics[-1])["valid"] == json.loads(part_metrics[-1])["valid"]
 
 
-def test_resume_with_dropout_matches_too(root, tmp_path):
-    """Dropout masks come from the restored RNG state, so resume is exact with dropout on."""
-    flags = TRAIN + ["--epochs", "1", "--modelConfig", str(root / "bert_config.json")]
+@pytest.mark.parametrize("extra", [[], ["--lengthBuckets", "4"]], ids=["random", "bucketed"])
+def test_resume_with_dropout_matches_too(root, tmp_path, extra):
+    """Dropout masks come from the restored RNG state, so resume is exact with dropout on (and
+    with length-bucketed batches, whose order is fixed by seed and epoch too)."""
+    flags = TRAIN + ["--epochs", "1", "--modelConfig", str(root / "bert_config.json")] + extra
     full, part = tmp_path / "full", tmp_path / "part"
     main(common_flags(root, full) + flags)
     main(common_flags(root, part) + flags + ["--stopAfterSteps", "7"])
@@ -86,6 +88,7 @@ def test_resume_with_dropout_matches_too(root, tmp_path):
     a, b = _weights(full / "LAST.pth"), _weights(part / "LAST.pth")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert ("length-bucketed batches" in (full / "log.txt").read_text()) == bool(extra)
 
 
 def test_soft_score_against_hand_computed_values():

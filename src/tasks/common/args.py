@@ -10,6 +10,9 @@ import logging
 
 log = logging.getLogger(__name__)
 
+# torch.compile modes; "default" is the plain `--compile`
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 def _kebab(flag: str) -> str:
     out = []
@@ -73,11 +76,16 @@ def base_parser(description: str, epochs: int) -> argparse.ArgumentParser:
     add(g, "--output", default="snap/test")
     add(g, "--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
     add(g, "--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    add(g, "--compile", action="store_true", help="torch.compile the model")
+    add(g, "--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
+        help="torch.compile the model for training; an optional mode: reduce-overhead adds "
+             "CUDA graphs (for small, launch-bound batches), max-autotune also tunes kernels")
     add(g, "--trimPadding", dest="trim_padding", default=True,
         action=argparse.BooleanOptionalAction,
         help="cut each batch's text to its longest sentence (exact; --no-trimPadding keeps "
              "the authors' fixed 20 tokens)")
+    add(g, "--lengthBuckets", dest="length_buckets", type=int, default=0,
+        help="batch sentences of similar length: sort each window of N batches by length, "
+             "then shuffle the batches (0: off, the authors' random batches)")
     add(g, "--resume", action="store_true", help="continue from OUTPUT/resume.pth")
     add(g, "--checkpointEvery", dest="checkpoint_every", type=int, default=0,
         help="also write the resume state every N steps (0: at epoch ends only)")
@@ -95,4 +103,6 @@ def finish(args: argparse.Namespace) -> argparse.Namespace:
                     args.dropout)
     if args.batch_size <= 0:
         raise SystemExit("--batchSize must be positive")
+    if getattr(args, "length_buckets", 0) < 0:
+        raise SystemExit("--lengthBuckets must be 0 (off) or a positive number of batches")
     return args

@@ -7,6 +7,10 @@ work done. The length is rounded up to a multiple of `multiple` so a compiled mo
 few shapes."""
 from __future__ import annotations
 
+from typing import Optional
+
+import numpy as np
+
 TEXT_KEYS = ("input_ids", "token_position", "input_mask", "segment_ids")
 
 
@@ -26,3 +30,20 @@ def trim_text_padding(batch: dict, multiple: int = 4) -> dict:
         return batch
     return {k: v[:, :length] if k in TEXT_KEYS and hasattr(v, "dim") and v.dim() == 2 else v
             for k, v in batch.items()}
+
+
+def text_lengths(dataset) -> Optional[np.ndarray]:
+    """Real tokens per example of a dataset that tokenized its text once into `tokens`
+    (QA and NLVR2 datasets), else None."""
+    tokens = getattr(dataset, "tokens", None)
+    if not isinstance(tokens, dict) or "input_mask" not in tokens:
+        return None
+    return np.asarray(tokens["input_mask"]).sum(1)
+
+
+def longest_first(indices: list[int], lengths: np.ndarray) -> list[int]:
+    """`indices` reordered by text length, longest first (stable). Evaluation batches then
+    hold sentences of nearly equal length, so trimming removes almost all padding; the first
+    batch is the largest, so running out of memory shows at once."""
+    idx = np.asarray(indices, dtype=np.int64)
+    return idx[np.argsort(-lengths[idx], kind="stable")].tolist()

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lxrt.optimization import BertAdam
 from tasks.common import distributed as D
-from tasks.common.batching import trim_text_padding
+from tasks.common.batching import longest_first, text_lengths, trim_text_padding
 from tasks.common.checkpoints import atomic_torch_save, atomic_write_json
 from tasks.common.precision import autocast, grad_scaler
 
@@ -75,13 +75,24 @@ class EpochSampler(Sampler):
     batches (drop_last), each global batch split across ranks. One process sees exactly what a
     shuffled DataLoader(drop_last=True) would; N processes share each global batch, so the
     schedule and the effective batch do not change with the number of GPUs. `start_batch`
-    skips batches already done (exact mid-epoch resume)."""
+    skips batches already done (exact mid-epoch resume).
 
-    def __init__(self, size: int, global_batch: int, info: D.DistInfo, seed: int):
+    Length bucketing (opt-in, `bucket_batches` > 0 with per-example text `lengths`): each window
+    of `bucket_batches` consecutive global batches of the permutation is sorted by length and cut
+    into batches again, and the order of all batches is shuffled. Every example is still seen
+    once per epoch; a batch then holds sentences of nearly equal length, so padding removal cuts
+    it to about its own length instead of the longest of 32 random sentences."""
+
+    def __init__(self, size: int, global_batch: int, info: D.DistInfo, seed: int,
+                 lengths: Optional[np.ndarray] = None, bucket_batches: int = 0):
         if global_batch % info.world_size:
             raise ValueError(f"global batch {global_batch} is not divisible by the "
                              f"{info.world_size} processes")
+        if bucket_batches and (lengths is None or len(lengths) != size):
+            raise ValueError("length bucketing needs one text length per example")
         self.size, self.global_batch, self.info, self.seed = size, global_batch, info, seed
+        self.lengths = None if lengths is None else torch.as_tensor(np.asarray(lengths))
+        self.bucket_batches = bucket_batches
         self.local_batch = global_batch // info.world_size
         self.epoch, self.start_batch = 0, 0
 
@@ -92,10 +103,23 @@ class EpochSampler(Sampler):
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
-    def __iter__(self):
+    def global_batches(self) -> torch.Tensor:
+        """This epoch's global batches [num_batches, global_batch] of example indices."""
         g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
         order = torch.randperm(self.size, generator=g)[: self.num_batches * self.global_batch]
-        order = order.view(self.num_batches, self.info.world_size, self.local_batch)
+        if not self.bucket_batches:
+            return order.view(self.num_batches, self.global_batch)
+        window = self.bucket_batches * self.global_batch
+        chunks = []
+        for start in range(0, len(order), window):
+            part = order[start:start + window]
+            chunks.append(part[torch.sort(self.lengths[part], stable=True).indices])
+        batches = torch.cat(chunks).view(self.num_batches, self.global_batch)
+        return batches[torch.randperm(self.num_batches, generator=g)]
+
+    def __iter__(self):
+        order = self.global_batches().view(self.num_batches, self.info.world_size,
+                                           self.local_batch)
         return iter(order[self.start_batch:, self.info.rank].reshape(-1).tolist())
 
     def __len__(self) -> int:
@@ -190,6 +214,9 @@ class Trainer:
         """Run `step(model, batch) -> dict of [B, ...] tensors` over `dataset` (sharded across
         ranks) and return the outputs concatenated on the CPU in dataset order."""
         indices = list(range(self.dist.rank, len(dataset), self.dist.world_size))
+        lengths = text_lengths(dataset)
+        if lengths is not None and getattr(self.args, "trim_padding", True):
+            indices = longest_first(indices, lengths)  # outputs go back to dataset order below
         subset = torch.utils.data.Subset(dataset, indices)
         loader = self._loader(subset, self.eval_batch_size())
         chunks: dict = {}
@@ -228,8 +255,10 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
-        if self.args.compile:  # after DDP, as PyTorch recommends (DDP-aware graph breaks)
-            wrapped = torch.compile(wrapped)
+        mode = self.args.compile
+        if mode:  # after DDP, as PyTorch recommends (DDP-aware graph breaks)
+            wrapped = torch.compile(wrapped, mode=None if mode == "default" else mode)
+            log.info("torch.compile, mode %s", mode)
         return wrapped
 
     # ---- training -----------------------------------------------------------------------
@@ -237,7 +266,17 @@ class Trainer:
     def fit(self, model: nn.Module, valid_split: Optional[str]) -> Optional[EvalResult]:
         args = self.args
         dataset = self.task.train_dataset()
-        sampler = EpochSampler(len(dataset), args.batch_size, self.dist, args.seed)
+        buckets = getattr(args, "length_buckets", 0)
+        lengths = text_lengths(dataset) if buckets else None
+        if buckets and lengths is None:
+            log.warning("--lengthBuckets ignored: %s has no pre-tokenized text lengths",
+                        type(dataset).__name__)
+            buckets = 0
+        elif buckets:
+            log.info("length-bucketed batches: each window of %d batches sorted by text length",
+                     buckets)
+        sampler = EpochSampler(len(dataset), args.batch_size, self.dist, args.seed, lengths,
+                               buckets)
         if sampler.num_batches == 0:
             raise SystemExit(f"training set has {len(dataset)} examples, fewer than one batch "
                              f"of {args.batch_size}")
@@ -275,8 +314,11 @@ class Trainer:
         total = len(loader)
         bar = progress(loader, f"epoch {epoch}", self.is_main and self.use_tqdm, total=total)
         running = torch.zeros((), device=self.device)
+        cuda_graphs = self.args.compile in ("reduce-overhead", "max-autotune")
         for i, batch in enumerate(bar):
             batch = self.to_device(batch)
+            if cuda_graphs:  # a new iteration: outputs of the previous replay may be reused
+                torch.compiler.cudagraph_mark_step_begin()
             train_model.train()
             with self.autocast():
                 loss, step_stats = self.task.compute_loss(train_model, batch)
