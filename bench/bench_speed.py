@@ -8,7 +8,8 @@ end-to-end throughput with data loading from the memory-mapped feature store, th
 alone, tokenizer sentences/s and peak GPU memory. Prints a table; writes bench/results/speed.json.
 
 faithful = fp32, text padded to 20 tokens (the authors' computation, SDPA attention);
-fast     = bf16 autocast, padding removed per batch, optional torch.compile (--compile).
+fast     = bf16 autocast, padding removed per batch, optional torch.compile (--compile MODES).
+--profile adds torch.profiler operator tables for the fast step (where the time goes).
 """
 from __future__ import annotations
 
@@ -49,10 +50,11 @@ def sentences(n: int) -> list[str]:
     return [qs[i] for i in rng.integers(0, len(qs), n)]
 
 
-def make_batch(tok, batch: int, device, answers: int, dim: int, fast: bool, seed: int = 0):
+def make_batch(tok, batch: int, device, answers: int, dim: int, fast: bool, seed: int = 0,
+               sents: list[str] | None = None):
     """A realistic batch (real question lengths, random regions) on `device`; the fast path
     drops padded text positions first, as the trainer does."""
-    enc = tok.encode_batch(sentences(batch))
+    enc = tok.encode_batch(sents if sents is not None else sentences(batch))
     g = torch.Generator().manual_seed(seed)
     b = {"input_ids": torch.from_numpy(enc.input_ids), "token_position":
          torch.from_numpy(enc.token_position), "input_mask": torch.from_numpy(enc.input_mask),
@@ -62,6 +64,18 @@ def make_batch(tok, batch: int, device, answers: int, dim: int, fast: bool, seed
     if fast:
         b = trim_text_padding(b)
     return {k: v.to(device) for k, v in b.items()}
+
+
+def make_batches(tok, batch: int, device, answers: int, dim: int, fast: bool, count: int,
+                 bucketed: bool = False) -> list[dict]:
+    """`count` batches of random questions; `bucketed`: the questions sorted by length first,
+    as `--lengthBuckets count` groups them, so each batch holds similar lengths."""
+    sents = sentences(batch * count)
+    if bucketed:
+        lengths = tok.encode_batch(sents).input_mask.sum(1)
+        sents = [sents[i] for i in np.argsort(lengths, kind="stable")]
+    return [make_batch(tok, batch, device, answers, dim, fast, seed=i,
+                       sents=sents[i * batch:(i + 1) * batch]) for i in range(count)]
 
 
 def sync(device):
@@ -87,16 +101,27 @@ def autocast(device, fast):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def train_throughput(config, device, batch, steps, fast, compile_model, tok):
+BATCHES_CYCLED = 8  # the timed steps cycle through this many batches of real question lengths
+
+
+def train_step_fn(config, device, batch, fast, compile_mode, tok, bucketed=False):
+    """One training step of the VQA model (3129 answers), as the trainer runs it, on the next
+    of BATCHES_CYCLED realistic batches; `compile_mode` None (eager) or a torch.compile mode."""
     torch.manual_seed(0)
     model = QAModel(config, 3129).to(device)
     opt = BertAdam(list(model.parameters()), lr=5e-5, warmup=0.1, t_total=1000)
-    run = torch.compile(model) if compile_model else model
-    data = make_batch(tok, batch, device, 3129, config.visual_feat_dim, fast)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    run = model
+    if compile_mode:
+        run = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
+    cuda_graphs = compile_mode in ("reduce-overhead", "max-autotune")
+    batches = make_batches(tok, batch, device, 3129, config.visual_feat_dim, fast,
+                           BATCHES_CYCLED, bucketed)
+    count = iter(range(10**9))
 
     def step():
+        data = batches[next(count) % len(batches)]
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast(device, fast):
             logits = run(data["input_ids"], data["token_position"], data["input_mask"],
                          data["feats"], data["boxes"])
@@ -106,10 +131,18 @@ def train_throughput(config, device, batch, steps, fast, compile_model, tok):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
 
-    seconds = timed(step, device, steps, warmup=3 if compile_model else 2)  # (+ compilation)
+    return step, batches
+
+
+def train_throughput(config, device, batch, steps, fast, compile_mode, tok, bucketed=False):
+    step, batches = train_step_fn(config, device, batch, fast, compile_mode, tok, bucketed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    # warm-up: every batch shape once (compilation, CUDA graph recording), then timed steps
+    seconds = timed(step, device, steps, warmup=len(batches) + 1 if compile_mode else 2)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"samples_per_s": batch * steps / seconds, "peak_gpu_gib": peak,
-            "text_len": int(data["input_ids"].shape[1])}
+            "mean_text_len": float(np.mean([b["input_ids"].shape[1] for b in batches]))}
 
 
 @torch.no_grad()
@@ -177,6 +210,39 @@ def pipeline_throughput(config, device, batch, steps, workers, tok, images):
             "workers": workers}
 
 
+def profile_training(config, device, batch, fast, compile_mode, tok, steps: int = 5,
+                     rows: int = 25) -> dict:
+    """Where a training step's time goes: torch.profiler over `steps` steps after warm-up.
+    Returns the operator table (by self device time on a GPU, self CPU time otherwise) and,
+    on a GPU, how busy the device was: kernel time / wall time (low = launch-bound)."""
+    from torch.profiler import ProfilerActivity, profile
+    step, _ = train_step_fn(config, device, batch, fast, compile_mode, tok)
+    for _ in range(3):
+        step()
+    sync(device)
+    gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync(device)
+    wall = time.perf_counter() - start
+    events = prof.key_averages()
+    sort_by = "self_device_time_total" if gpu else "self_cpu_time_total"
+    table = events.table(sort_by=sort_by, row_limit=rows, max_name_column_width=60)
+    out = {"batch": batch, "steps": steps, "compile": compile_mode, "wall_ms_per_step":
+           1e3 * wall / steps, "table": table}
+    if gpu:
+        kernel_us = sum(e.self_device_time_total for e in events
+                        if e.device_type == torch.autograd.DeviceType.CUDA)
+        out["device_busy_fraction"] = kernel_us / 1e6 / wall
+        out["kernel_launches_per_step"] = sum(
+            e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel",
+                                                 "cudaLaunchKernelExC")) / steps
+    return out
+
+
 def tokenizer_throughput(tok):
     sents = sentences(20000)
     fresh = LXRTTokenizer(find_vocab_file(), 20)
@@ -193,7 +259,12 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batches", default=None, help="comma-separated training batch sizes")
     p.add_argument("--pairs", type=int, default=None, help="pairs per matching forward")
-    p.add_argument("--compile", action="store_true", help="also torch.compile the fast path")
+    p.add_argument("--compile", nargs="?", const="default", default=None,
+                   help="also time the fast path under torch.compile; comma-separated modes "
+                        "(default, reduce-overhead = + CUDA graphs, max-autotune)")
+    p.add_argument("--profile", action="store_true",
+                   help="profile the fast training step at the first batch size (and the "
+                        "largest); writes the operator tables next to --out")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--images", type=int, default=None, help="images in the pipeline benchmark")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed.json"))
@@ -201,7 +272,7 @@ def main(argv=None):
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     size = args.size or ("full" if gpu else "small")
-    steps = args.steps or (20 if gpu else 3)
+    steps = args.steps or (3 * BATCHES_CYCLED if gpu else BATCHES_CYCLED)
     batches = [int(b) for b in (args.batches or ("32,256" if gpu else "8,32")).split(",")]
     pairs = args.pairs or (2000 if gpu else 64)
     workers = args.workers if args.workers is not None else (8 if gpu else 0)
@@ -213,25 +284,37 @@ def main(argv=None):
     rows, results = [], {"device": str(device), "size": size, "torch": torch.__version__,
                          "gpu": torch.cuda.get_device_name(device) if gpu else None,
                          "host": platform.node(), "date": time.strftime("%Y-%m-%d")}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():  # after every measurement, so a run cut short by a time limit keeps its numbers
+        out.write_text(json.dumps(results, indent=2))
+
     for batch in batches:
         faithful = train_throughput(config, device, batch, steps, False, False, tok)
         fast = train_throughput(config, device, batch, steps, True, False, tok)
-        results[f"train_b{batch}"] = {"faithful": faithful, "fast": fast}
+        bucketed = train_throughput(config, device, batch, steps, True, None, tok, True)
+        results[f"train_b{batch}"] = {"faithful": faithful, "fast": fast,
+                                      "fast_length_buckets": bucketed}
         rows.append((f"training batch {batch} (samples/s)", faithful["samples_per_s"],
                      fast["samples_per_s"]))
-        if args.compile:
-            comp = train_throughput(config, device, batch, steps, True, True, tok)
-            results[f"train_b{batch}"]["fast_compiled"] = comp
-            rows.append((f"  + torch.compile, batch {batch}", faithful["samples_per_s"],
+        rows.append((f"  + length buckets (--lengthBuckets), batch {batch}",
+                     faithful["samples_per_s"], bucketed["samples_per_s"]))
+        for mode in (args.compile.split(",") if args.compile else []):
+            comp = train_throughput(config, device, batch, steps, True, mode, tok)
+            results[f"train_b{batch}"][f"fast_compiled_{mode}"] = comp
+            rows.append((f"  + torch.compile {mode}, batch {batch}", faithful["samples_per_s"],
                          comp["samples_per_s"]))
         if gpu:
             rows.append((f"peak GPU memory, batch {batch} (GiB)", faithful["peak_gpu_gib"],
                          fast["peak_gpu_gib"]))
+        save()
     m_faith = matching_throughput(config, device, pairs, steps, False, tok)
     m_fast = matching_throughput(config, device, pairs, steps, True, tok)
     results["matching"] = {"pairs": pairs, "faithful": m_faith, "fast": m_fast}
     rows.append((f"matching forward, {pairs} pairs (pairs/s)", m_faith["pairs_per_s"],
                  m_fast["pairs_per_s"]))
+    save()
     pipe = pipeline_throughput(config, device, batches[0], steps * 10, workers, tok, images)
     results["pipeline"] = pipe
     rows.append((f"data pipeline alone, batch {batches[0]}, {workers} workers (samples/s)",
@@ -241,6 +324,18 @@ def main(argv=None):
     results["tokenizer"] = tokenizer_throughput(tok)
     rows.append(("tokenizer, batches of 32 (sentences/s)", None,
                  results["tokenizer"]["sentences_per_s_batches_of_32"]))
+    if args.profile:
+        profiles = [profile_training(config, device, b, True, None, tok)
+                    for b in sorted({batches[0], batches[-1]})]
+        results["profile"] = [{k: v for k, v in prof.items() if k != "table"}
+                              for prof in profiles]
+        text = "\n\n".join(f"fast path, batch {prof['batch']}: {prof['wall_ms_per_step']:.1f} "
+                            f"ms/step, device busy {prof.get('device_busy_fraction', 0):.0%}, "
+                            f"{prof.get('kernel_launches_per_step', 0):.0f} kernel launches/step"
+                            f"\n{prof['table']}" for prof in profiles)
+        out.with_name(out.stem + "_profile.txt").write_text(text + "\n")
+        save()
+        print(text)
     print(f"\n{device} ({results['gpu'] or platform.processor() or 'cpu'}), model size {size}, "
           f"torch {torch.__version__}")
     print(f"{'measure':<58} {'faithful fp32':>14} {'fast':>12} {'ratio':>7}")
@@ -248,9 +343,7 @@ def main(argv=None):
         ratio = f"{b / a:6.2f}x" if a and b else ""
         fa = f"{a:14.1f}" if a is not None else " " * 14
         print(f"{name:<58} {fa} {b:12.1f} {ratio:>7}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    save()
     print(f"\nwrote {out}")
     return results
 
