@@ -58,3 +58,13 @@ def test_bucketing_needs_lengths():
         EpochSampler(SIZE, BATCH, DistInfo(), 0, None, 4)
     with pytest.raises(ValueError, match="divisible"):
         EpochSampler(SIZE, 6, DistInfo(world_size=4), 0)
+
+
+def test_default_workers_share_the_cores_on_a_gpu():
+    import torch
+    from tasks.common.trainer import default_num_workers
+    gpu = torch.device("cuda", 0)
+    assert default_num_workers(torch.device("cpu"), 64) == 2
+    assert default_num_workers(gpu, 16, 1) == 8      # capped
+    assert default_num_workers(gpu, 16, 4) == 3      # 4 cores per process, one for training
+    assert default_num_workers(gpu, 4, 8) == 2       # never fewer than 2

@@ -71,7 +71,9 @@ def base_parser(description: str, epochs: int) -> argparse.ArgumentParser:
         help="store region features as fp16 (half the disk and page cache)")
     add(g, "--tiny", action="store_true", help="load a few hundred images only")
     add(g, "--fast", action="store_true", help="load 5000 images only")
-    add(g, "--numWorkers", dest="num_workers", type=int, default=2)
+    add(g, "--numWorkers", dest="num_workers", type=int, default=None,
+        help="DataLoader workers per process (default: 2 on the CPU; on a GPU enough to keep "
+             "it fed: the process's share of the CPU cores, 2 to 8)")
     g = p.add_argument_group("runtime")
     add(g, "--output", default="snap/test")
     add(g, "--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")

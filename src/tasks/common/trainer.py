@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
 import random
 import subprocess
@@ -159,6 +160,21 @@ def resolve_device(requested: Optional[str]) -> torch.device:
     return device
 
 
+def default_num_workers(device: torch.device, usable_cpus: Optional[int] = None,
+                        processes_per_node: Optional[int] = None) -> int:
+    """DataLoader workers when --numWorkers is not given. On a GPU reading features and
+    collating batches must keep up with 2,000+ samples/s, so each process takes its share of
+    the cores (one left for the training process itself), between 2 and 8. On the CPU the
+    workers compete with the model for the same cores: 2."""
+    if device.type != "cuda":
+        return 2
+    if usable_cpus is None:
+        usable_cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                       else os.cpu_count() or 2)
+    per_node = processes_per_node or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(2, min(8, usable_cpus // max(per_node, 1) - 1))
+
+
 def git_commit() -> Optional[str]:
     try:
         root = Path(__file__).resolve().parents[3]
@@ -184,6 +200,10 @@ class Trainer:
         seed_everything(args.seed)
         self.precision = args.precision
         self.scaler = grad_scaler(self.device, self.precision)
+        self.num_workers = args.num_workers
+        if self.num_workers is None:
+            self.num_workers = default_num_workers(self.device)
+            log.info("data loading: %d workers per process", self.num_workers)
 
     # ---- device and loaders -------------------------------------------------------------
 
@@ -198,7 +218,7 @@ class Trainer:
                 for k, v in batch.items()}
 
     def _loader(self, dataset, batch_size, sampler=None, worker_init_fn=None, seed=0):
-        workers = self.args.num_workers
+        workers = self.num_workers
         # A loader-owned generator: creating an iterator must not consume the global RNG, or
         # dropout masks after --resume would differ from an uninterrupted run.
         generator = torch.Generator().manual_seed(seed)
