@@ -53,15 +53,19 @@ WORDS = {"adj": ["small", "large", "red", "blue", "young", "old", "happy", "wet"
                    "on a beach", "inside a building", "next to a fence"]}
 
 
+def caption(rng) -> str:
+    """A caption of Flickr30k-like length: 5 to 30+ tokens (truncated at 20), most 10-18."""
+    words = ["A", rng.choice(WORDS["adj"]), rng.choice(WORDS["noun"]), rng.choice(WORDS["verb"])]
+    for _ in range(rng.choice([0, 1, 1, 2, 2, 3, 4])):
+        words += [rng.choice(WORDS["place"]), "with a", rng.choice(WORDS["adj"]),
+                  rng.choice(WORDS["noun"])][: rng.integers(1, 5)]
+    return " ".join(words) + "."
+
+
 def make_set(n_images: int, caps: int, dim: int, seed: int):
     rng = np.random.default_rng(seed)
     img_paths = [f"{1000000 + i}.jpg" for i in range(n_images)]
-    captions = []
-    for _ in range(n_images):
-        captions.append([
-            f"A {rng.choice(WORDS['adj'])} {rng.choice(WORDS['noun'])} "
-            f"{rng.choice(WORDS['verb'])} {rng.choice(WORDS['place'])} with a "
-            f"{rng.choice(WORDS['adj'])} {rng.choice(WORDS['noun'])}." for _ in range(caps)])
+    captions = [[caption(rng) for _ in range(caps)] for _ in range(n_images)]
     store = {}
     for p in img_paths:
         xy = np.sort(rng.random((36, 2, 2)), axis=1).reshape(36, 4)[:, [0, 2, 1, 3]]

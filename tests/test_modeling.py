@@ -83,6 +83,26 @@ def test_visual_mask_of_wrong_length_is_a_clear_error():
     torch.testing.assert_close(a.pooled_output, b.pooled_output)
 
 
+def test_precomputed_visual_inputs_equal_the_feature_path():
+    config = tiny_config()
+    model = LXRTModel(config).eval()
+    ids, pos, mask, feats, boxes = tiny_inputs(config)
+    with torch.no_grad():
+        visual = model.embed_visual(feats, boxes)
+        assert visual.shape == (3, 7, config.hidden_size)
+        a = model(ids, pos, mask, feats, boxes)
+        b = model(ids, pos, mask, None, None, visual_embeds=visual)
+        # one image row paired with every sentence, as retrieval scoring gathers it
+        c = model(ids, pos, mask, None, None, visual_embeds=visual[:1].expand(3, -1, -1))
+        d = model(ids, pos, mask, feats[:1].expand(3, -1, -1), boxes[:1].expand(3, -1, -1))
+    for x, y in ((a, b), (d, c)):
+        torch.testing.assert_close(x.pooled_output, y.pooled_output, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(x.visn_feats, y.visn_feats, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="expected 7"):
+        model(ids, pos, mask, None, None, visual_embeds=visual,
+              visual_attention_mask=torch.ones(3, 6))
+
+
 def test_every_head_shape_and_losses_backprop():
     config = tiny_config()
     model = LXRTPretraining(config)

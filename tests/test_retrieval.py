@@ -179,11 +179,16 @@ def test_chunk_size_order_and_sharding_do_not_change_scores(root, loader):
     load_itm_head(model, root / "model", config)
     split = loader.split("minival")
     data = DeviceSplit(split, torch.device("cpu"))
-    # reference: every caption alone, in file order, at the full padded length
+    # reference: the plain model on every pair at once, captions in file order, the full
+    # padded length, region features (not precomputed visual inputs)
     natural = np.arange(split.num_captions)
-    data_untrimmed = DeviceSplit(split, torch.device("cpu"))
-    data_untrimmed.lengths = np.full_like(data.lengths, split.tokens["input_ids"].shape[1])
-    reference = score_captions(model, data_untrimmed, natural, split.num_images)
+    cap = torch.from_numpy(natural).repeat_interleave(split.num_images)
+    img = torch.arange(split.num_images).repeat(split.num_captions)
+    with torch.no_grad():
+        reference = model.eval()(*(data.tokens[k][cap] for k in
+                                   ("input_ids", "token_position", "input_mask")),
+                                 data.feats[img], data.boxes[img])
+    reference = reference.view(split.num_captions, split.num_images, 2)
     assert len(set(data.lengths.tolist())) > 1  # lengths differ, so the order matters
     full = score_logits(model, data, 100_000)
     torch.testing.assert_close(full, reference, rtol=1e-5, atol=1e-6)

@@ -322,8 +322,10 @@ class LXRTEncoderLayers(nn.Module):
         self.r_layers = nn.ModuleList(BertLayer(config) for _ in range(config.r_layers))
 
     def forward(self, lang, lang_mask, visn_feats, visn_boxes, visn_mask=None,
-                output_attentions=False, output_hidden_states=False):
-        visn = self.visn_fc(visn_feats, visn_boxes)
+                output_attentions=False, output_hidden_states=False, visn_embeds=None):
+        """`visn_embeds` (optional): `visn_fc(visn_feats, visn_boxes)` computed beforehand,
+        which then replaces the feature inputs (retrieval embeds each image once)."""
+        visn = self.visn_fc(visn_feats, visn_boxes) if visn_embeds is None else visn_embeds
         lang_states, visn_states, attentions = [lang], [visn], []
         for layer in self.layer:
             lang, probs = layer(lang, lang_mask, output_attentions)
@@ -380,21 +382,32 @@ class LXRTModel(nn.Module):
         cls_box = boxes.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(b, 1, 4)
         return torch.cat([cls_feat, feats], 1), torch.cat([cls_box, boxes], 1)
 
+    def embed_visual(self, visual_feats, visual_pos) -> torch.Tensor:
+        """Regions [B, O, D] and boxes [B, O, 4] -> the visual stream's input [B, 1+O, H]
+        (visual [CLS] prepended). It depends on the image alone, so an evaluation that pairs
+        each image with many sentences can compute it once per image and pass
+        `visual_embeds=` to `forward` (exact in eval mode, where dropout is off)."""
+        return self.encoder.visn_fc(*self.prepend_visual_cls(visual_feats, visual_pos))
+
     def forward(self, input_ids, token_position, attention_mask, visual_feats, visual_pos,
                 token_type_ids=None, visual_attention_mask=None, output_attentions=False,
-                output_hidden_states=False) -> LXRTModelOutput:
+                output_hidden_states=False, visual_embeds=None) -> LXRTModelOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         lang = self.embeddings(input_ids, token_position, token_type_ids)
-        feats, boxes = self.prepend_visual_cls(visual_feats, visual_pos)
-        if visual_attention_mask is not None and visual_attention_mask.shape[1] != feats.shape[1]:
+        feats = boxes = None
+        if visual_embeds is None:
+            feats, boxes = self.prepend_visual_cls(visual_feats, visual_pos)
+        visual_length = feats.shape[1] if visual_embeds is None else visual_embeds.shape[1]
+        if visual_attention_mask is not None and visual_attention_mask.shape[1] != visual_length:
             raise ValueError(
                 f"visual_attention_mask has length {visual_attention_mask.shape[1]}, expected "
-                f"{feats.shape[1]} (regions + visual [CLS]) or None")
+                f"{visual_length} (regions + visual [CLS]) or None")
         lang_mask = extended_attention_mask(attention_mask, lang.dtype)
         visn_mask = extended_attention_mask(visual_attention_mask, lang.dtype)
         lang, visn, lang_states, visn_states, attentions = self.encoder(
-            lang, lang_mask, feats, boxes, visn_mask, output_attentions, output_hidden_states)
+            lang, lang_mask, feats, boxes, visn_mask, output_attentions, output_hidden_states,
+            visual_embeds)
         pooled_lang = self.pooler(lang)
         pooled_visn = self.pooler_f(visn)
         return LXRTModelOutput(lang, visn, pooled_lang * pooled_visn, pooled_lang, pooled_visn,
@@ -429,8 +442,10 @@ class LXRTEncoder(nn.Module):
     def dim(self) -> int:
         return self.config.hidden_size
 
-    def forward(self, input_ids, token_position, attention_mask, feats, boxes) -> torch.Tensor:
-        return self.model.bert(input_ids, token_position, attention_mask, feats, boxes).pooled_output
+    def forward(self, input_ids, token_position, attention_mask, feats, boxes,
+                visual_embeds=None) -> torch.Tensor:
+        return self.model.bert(input_ids, token_position, attention_mask, feats, boxes,
+                               visual_embeds=visual_embeds).pooled_output
 
 
 class AnswerHead(nn.Sequential):

@@ -1,8 +1,9 @@
 """Exact Flickr30k retrieval evaluation: every caption x every image scored once, on the device.
 
 `score_logits` runs the model over all (caption, image) pairs of a split: the tokens of every
-caption and the region features of every image are put on the device once, pair batches are
-built there by index (pair p -> caption p // Ni, image p % Ni), `pairs_per_forward` pairs per
+caption and the region features of every image are put on the device once, each image's
+visual-stream input (feature and box projections, visual [CLS]) is computed once per
+evaluation, pair batches are built there by index (pair p -> caption p // Ni, image p % Ni), `pairs_per_forward` pairs per
 forward, under the given autocast. The encoder runs in that precision; the 2-way head runs in
 fp32 on the pooled output, so that bf16 does not round the logits into ties. The result is the
 logit matrix [Nc, Ni, 2] (fp32, on the device). Captions are scored longest first, so each
@@ -103,15 +104,39 @@ class DeviceSplit:
         return self.split.num_images
 
 
-def _head_logits(model, input_ids, token_position, input_mask, feats, boxes, autocast):
-    """Encoder under `autocast`, then the fp32 head on the pooled output. A model without
-    the RetrievalModel attributes is called whole."""
+def _split_model(model):
+    """(encoder, head) of a RetrievalModel, or (None, None) for any other model."""
     encoder = getattr(model, "lxrt_encoder", None)
     head = getattr(model, "seq_relationship_new", None)
+    return (encoder, head) if encoder is not None and head is not None else (None, None)
+
+
+def _visual_inputs(model, data: DeviceSplit, autocast, chunk: int = 256) -> Optional[torch.Tensor]:
+    """Each image's visual-stream input [Ni, 1+O, H], computed once per evaluation (it does not
+    depend on the caption), so pair batches gather H-dim rows instead of D-dim region features
+    and the feature projection runs Ni times instead of Nc x Ni times. None for other models."""
+    encoder, _ = _split_model(model)
+    if encoder is None:
+        return None
+    parts = []
     with autocast():
-        if encoder is None or head is None:
+        for s in range(0, data.num_images, chunk):
+            parts.append(encoder.bert.embed_visual(data.feats[s:s + chunk],
+                                                   data.boxes[s:s + chunk]))
+    return torch.cat(parts)
+
+
+def _head_logits(model, input_ids, token_position, input_mask, feats, boxes, autocast,
+                 visual=None):
+    """Encoder under `autocast`, then the fp32 head on the pooled output. `visual`: the pairs'
+    precomputed visual inputs (then `feats`/`boxes` are unused). A model without the
+    RetrievalModel attributes is called whole."""
+    encoder, head = _split_model(model)
+    with autocast():
+        if encoder is None:
             return model(input_ids, token_position, input_mask, feats, boxes).float()
-        pooled = encoder(input_ids, token_position, input_mask, feats, boxes)
+        pooled = encoder(input_ids, token_position, input_mask, feats, boxes,
+                         visual_embeds=visual)
     with torch.autocast(device_type=pooled.device.type, enabled=False):
         return head(pooled.float())
 
@@ -135,6 +160,7 @@ def score_captions(model, data: DeviceSplit, captions: np.ndarray, pairs_per_for
         from tqdm import tqdm
         steps = tqdm(steps, desc="score pairs", leave=False, dynamic_ncols=True)
     try:
+        visual = _visual_inputs(model, data, autocast)
         for s in steps:
             e = min(s + pairs_per_forward, n_pairs)
             p = torch.arange(s, e, device=data.device)
@@ -142,11 +168,16 @@ def score_captions(model, data: DeviceSplit, captions: np.ndarray, pairs_per_for
             img = p % n_img
             # host-side lengths: no device sync to find how much text this chunk needs
             length = data.chunk_length(captions[s // n_img:(e - 1) // n_img + 1])
+            if visual is None:
+                feats, boxes, pair_visual = (data.feats.index_select(0, img),
+                                             data.boxes.index_select(0, img), None)
+            else:
+                feats, boxes, pair_visual = None, None, visual.index_select(0, img)
             out[s:e] = _head_logits(
                 model, data.tokens["input_ids"][:, :length].index_select(0, cap),
                 data.tokens["token_position"][:, :length].index_select(0, cap),
                 data.tokens["input_mask"][:, :length].index_select(0, cap),
-                data.feats.index_select(0, img), data.boxes.index_select(0, img), autocast)
+                feats, boxes, autocast, pair_visual)
     finally:
         model.train(was_training)
     return out.view(len(captions), n_img, 2)
