@@ -329,10 +329,14 @@ def main(argv=None):
                     for b in sorted({batches[0], batches[-1]})]
         results["profile"] = [{k: v for k, v in prof.items() if k != "table"}
                               for prof in profiles]
-        text = "\n\n".join(f"fast path, batch {prof['batch']}: {prof['wall_ms_per_step']:.1f} "
-                            f"ms/step, device busy {prof.get('device_busy_fraction', 0):.0%}, "
-                            f"{prof.get('kernel_launches_per_step', 0):.0f} kernel launches/step"
-                            f"\n{prof['table']}" for prof in profiles)
+        def header(prof):
+            text = f"fast path, batch {prof['batch']}: {prof['wall_ms_per_step']:.1f} ms/step"
+            if "device_busy_fraction" in prof:
+                text += (f", device busy {prof['device_busy_fraction']:.0%} of the wall time, "
+                         f"{prof['kernel_launches_per_step']:.0f} kernel launches/step")
+            return text
+
+        text = "\n\n".join(f"{header(prof)}\n{prof['table']}" for prof in profiles)
         out.with_name(out.stem + "_profile.txt").write_text(text + "\n")
         save()
         print(text)
