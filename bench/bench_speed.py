@@ -290,9 +290,25 @@ def main(argv=None):
     def save():  # after every measurement, so a run cut short by a time limit keeps its numbers
         out.write_text(json.dumps(results, indent=2))
 
+    if args.profile:  # first, so a run cut short by a time limit still has it
+        profiles = [profile_training(config, device, b, True, None, tok)
+                    for b in sorted({batches[0], batches[-1]})]
+        results["profile"] = [{k: v for k, v in prof.items() if k != "table"}
+                              for prof in profiles]
+        def header(prof):
+            text = f"fast path, batch {prof['batch']}: {prof['wall_ms_per_step']:.1f} ms/step"
+            if "device_busy_fraction" in prof:
+                text += (f", device busy {prof['device_busy_fraction']:.0%} of the wall time, "
+                         f"{prof['kernel_launches_per_step']:.0f} kernel launches/step")
+            return text
+
+        text = "\n\n".join(f"{header(prof)}\n{prof['table']}" for prof in profiles)
+        out.with_name(out.stem + "_profile.txt").write_text(text + "\n")
+        save()
+        print(text)
     for batch in batches:
-        faithful = train_throughput(config, device, batch, steps, False, False, tok)
-        fast = train_throughput(config, device, batch, steps, True, False, tok)
+        faithful = train_throughput(config, device, batch, steps, False, None, tok)
+        fast = train_throughput(config, device, batch, steps, True, None, tok)
         bucketed = train_throughput(config, device, batch, steps, True, None, tok, True)
         results[f"train_b{batch}"] = {"faithful": faithful, "fast": fast,
                                       "fast_length_buckets": bucketed}
@@ -300,11 +316,6 @@ def main(argv=None):
                      fast["samples_per_s"]))
         rows.append((f"  + length buckets (--lengthBuckets), batch {batch}",
                      faithful["samples_per_s"], bucketed["samples_per_s"]))
-        for mode in (args.compile.split(",") if args.compile else []):
-            comp = train_throughput(config, device, batch, steps, True, mode, tok)
-            results[f"train_b{batch}"][f"fast_compiled_{mode}"] = comp
-            rows.append((f"  + torch.compile {mode}, batch {batch}", faithful["samples_per_s"],
-                         comp["samples_per_s"]))
         if gpu:
             rows.append((f"peak GPU memory, batch {batch} (GiB)", faithful["peak_gpu_gib"],
                          fast["peak_gpu_gib"]))
@@ -324,22 +335,16 @@ def main(argv=None):
     results["tokenizer"] = tokenizer_throughput(tok)
     rows.append(("tokenizer, batches of 32 (sentences/s)", None,
                  results["tokenizer"]["sentences_per_s_batches_of_32"]))
-    if args.profile:
-        profiles = [profile_training(config, device, b, True, None, tok)
-                    for b in sorted({batches[0], batches[-1]})]
-        results["profile"] = [{k: v for k, v in prof.items() if k != "table"}
-                              for prof in profiles]
-        def header(prof):
-            text = f"fast path, batch {prof['batch']}: {prof['wall_ms_per_step']:.1f} ms/step"
-            if "device_busy_fraction" in prof:
-                text += (f", device busy {prof['device_busy_fraction']:.0%} of the wall time, "
-                         f"{prof['kernel_launches_per_step']:.0f} kernel launches/step")
-            return text
-
-        text = "\n\n".join(f"{header(prof)}\n{prof['table']}" for prof in profiles)
-        out.with_name(out.stem + "_profile.txt").write_text(text + "\n")
-        save()
-        print(text)
+    save()
+    # compiled runs last: compilation takes the longest, and a time limit then costs only them
+    for batch in batches:
+        faithful = results[f"train_b{batch}"]["faithful"]["samples_per_s"]
+        for mode in (args.compile.split(",") if args.compile else []):
+            comp = train_throughput(config, device, batch, steps, True, mode, tok)
+            results[f"train_b{batch}"][f"fast_compiled_{mode}"] = comp
+            rows.append((f"training batch {batch}, fast + torch.compile {mode}", faithful,
+                         comp["samples_per_s"]))
+            save()
     print(f"\n{device} ({results['gpu'] or platform.processor() or 'cpu'}), model size {size}, "
           f"torch {torch.__version__}")
     print(f"{'measure':<58} {'faithful fp32':>14} {'fast':>12} {'ratio':>7}")

@@ -2,7 +2,8 @@
 # Every GPU measurement the issues ask for, as ONE short script for a borrowed H200 (about
 # 12 minutes in all, in two parts that each fit one device call). Results land in
 # ${OUT:-bench/results/gpu}: summary.txt, speed.json, retrieval.json and an archive of the logs.
-#   bash bench/gpu_check.sh speed     # speed (+ compile, CUDA graphs, profile), retrieval, GQA/NLVR2 (~7 min)
+#   bash bench/gpu_check.sh speed     # speed (+ compile, CUDA graphs, profile), retrieval,
+#                                     # GQA/NLVR2 samples/s (~8 min)
 #   bash bench/gpu_check.sh easyvqa   # easy-VQA full config, fast vs faithful     (~5 min)
 #   bash bench/gpu_check.sh           # both
 #
@@ -31,7 +32,7 @@ python -c "import torch; print('torch', torch.__version__, torch.version.cuda)" 
 if want speed; then
 # 1. training / matching / pipeline / tokenizer speed, faithful fp32 vs fast (+ compiled)
 #    (+ compiled, + CUDA graphs, and a profile of the fast step: where the time goes)
-timeout 240 python bench/bench_speed.py --compile default,reduce-overhead --profile \
+timeout 300 python bench/bench_speed.py --compile default,reduce-overhead --profile \
     --out "$out/speed.json" 2>&1 | tee "$out/speed.log"
 
 # 2. retrieval scoring, 1,000 images x 5,000 captions: authors' loop vs our evaluator

@@ -3,8 +3,8 @@
 `score_logits` runs the model over all (caption, image) pairs of a split: the tokens of every
 caption and the region features of every image are put on the device once, each image's
 visual-stream input (feature and box projections, visual [CLS]) is computed once per
-evaluation, pair batches are built there by index (pair p -> caption p // Ni, image p % Ni), `pairs_per_forward` pairs per
-forward, under the given autocast. The encoder runs in that precision; the 2-way head runs in
+evaluation, and pair batches are built there by index, `pairs_per_forward` pairs per forward,
+under the given autocast. The encoder runs in that precision; the 2-way head runs in
 fp32 on the pooled output, so that bf16 does not round the logits into ties. The result is the
 logit matrix [Nc, Ni, 2] (fp32, on the device). Captions are scored longest first, so each
 chunk is cut to nearly its real text length (exact: padded positions are masked everywhere).
