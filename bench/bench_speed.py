@@ -33,6 +33,7 @@ from lxrt.optimization import BertAdam  # noqa: E402
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file  # noqa: E402
 from tasks.common.batching import trim_text_padding  # noqa: E402
 from tasks.common.qa_model import QAModel  # noqa: E402
+from tasks.common.trainer import compile_module, mark_step_if_graphed  # noqa: E402
 
 SIZES = {
     "full": dict(),  # bert-base sizes
@@ -110,18 +111,14 @@ def train_step_fn(config, device, batch, fast, compile_mode, tok, bucketed=False
     torch.manual_seed(0)
     model = QAModel(config, 3129).to(device)
     opt = BertAdam(list(model.parameters()), lr=5e-5, warmup=0.1, t_total=1000)
-    run = model
-    if compile_mode:
-        run = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
-    cuda_graphs = compile_mode in ("reduce-overhead", "max-autotune")
+    run = compile_module(model, compile_mode)
     batches = make_batches(tok, batch, device, 3129, config.visual_feat_dim, fast,
                            BATCHES_CYCLED, bucketed)
     count = iter(range(10**9))
 
     def step():
         data = batches[next(count) % len(batches)]
-        if cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
+        mark_step_if_graphed(compile_mode)
         with autocast(device, fast):
             logits = run(data["input_ids"], data["token_position"], data["input_mask"],
                          data["feats"], data["boxes"])

@@ -175,6 +175,23 @@ def default_num_workers(device: torch.device, usable_cpus: Optional[int] = None,
     return max(2, min(8, usable_cpus // max(per_node, 1) - 1))
 
 
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # compile modes that capture CUDA graphs
+
+
+def compile_module(module: nn.Module, mode: Optional[str]) -> nn.Module:
+    """`module` under torch.compile in `mode` (None: unchanged; "default": plain compile)."""
+    if not mode:
+        return module
+    return torch.compile(module, mode=None if mode == "default" else mode)
+
+
+def mark_step_if_graphed(mode: Optional[str]) -> None:
+    """Start of a training iteration under CUDA graphs: the previous replay's outputs may be
+    overwritten from here on (call before each step's forward)."""
+    if mode in CUDA_GRAPH_MODES:
+        torch.compiler.cudagraph_mark_step_begin()
+
+
 def git_commit() -> Optional[str]:
     try:
         root = Path(__file__).resolve().parents[3]
@@ -275,10 +292,9 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
-        mode = self.args.compile
-        if mode:  # after DDP, as PyTorch recommends (DDP-aware graph breaks)
-            wrapped = torch.compile(wrapped, mode=None if mode == "default" else mode)
-            log.info("torch.compile, mode %s", mode)
+        if self.args.compile:  # after DDP, as PyTorch recommends (DDP-aware graph breaks)
+            wrapped = compile_module(wrapped, self.args.compile)
+            log.info("torch.compile, mode %s", self.args.compile)
         return wrapped
 
     # ---- training -----------------------------------------------------------------------
@@ -334,11 +350,9 @@ class Trainer:
         total = len(loader)
         bar = progress(loader, f"epoch {epoch}", self.is_main and self.use_tqdm, total=total)
         running = torch.zeros((), device=self.device)
-        cuda_graphs = self.args.compile in ("reduce-overhead", "max-autotune")
         for i, batch in enumerate(bar):
             batch = self.to_device(batch)
-            if cuda_graphs:  # a new iteration: outputs of the previous replay may be reused
-                torch.compiler.cudagraph_mark_step_begin()
+            mark_step_if_graphed(args.compile)
             train_model.train()
             with self.autocast():
                 loss, step_stats = self.task.compute_loss(train_model, batch)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from tasks.common import distributed as D
-from tasks.common.batching import trimmed_length
+from tasks.common.batching import longest_first, text_lengths, trimmed_length
 from tasks.common.checkpoints import atomic_write_json
 from tasks.retrieval.dataset import TOKEN_KEYS, RetrievalSplit
 from tasks.retrieval.metrics import recall_metrics, retrieval_ranks, score_from_logits
@@ -71,8 +71,8 @@ def scoring_order(lengths: np.ndarray, rank: int = 0, world_size: int = 1) -> np
     captions of nearly equal length, so trimming removes almost all padded positions (a chunk
     in file order pads to its longest caption); dealing the sorted list round-robin keeps the
     ranks' work equal. The order changes only the work done, never a score."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    return order[rank::world_size]
+    return np.asarray(longest_first(range(len(lengths)), np.asarray(lengths)),
+                      dtype=np.int64)[rank::world_size]
 
 
 class DeviceSplit:
@@ -88,7 +88,7 @@ class DeviceSplit:
         self.caption_to_image = torch.from_numpy(split.caption_to_image).to(device)
         # real tokens per caption, on the host: lets each chunk drop padded positions (exact)
         # without a device sync
-        self.lengths = np.asarray(split.tokens["input_mask"]).sum(1)
+        self.lengths = text_lengths(split)
 
     def chunk_length(self, captions: np.ndarray, multiple: int = 4) -> int:
         """Text length covering `captions`, rounded up to `multiple`."""
