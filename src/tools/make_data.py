@@ -16,6 +16,8 @@ Written (layout of data/README.md; N = --images images per feature file):
   nlvr2/{train,valid,test}.json, nlvr2_imgfeat/{train,valid,test}_obj36.tsv
   flickr30k/flickr30k_{train,test}2014.{json,tsv}, flickr30k/hard_negative.pkl
   lxmert/all_ans.json (copy of this repository's)
+  lxmert/{mscoco_train,mscoco_nominival,mscoco_minival,vgnococo}.json: LXMERT's pre-training
+  corpus format on the same images (captions from the attributes, the questions as QA)
   with --small-model: bert_config.json (a small LXMERT-S) and model_LXRT.pth, a randomly
   initialised pre-trained checkpoint in the authors' key layout with a `module.` prefix
   (its visual-[CLS] table is vocab x dim: about 250 MB for dim 2048, so use a small --dim
@@ -184,6 +186,7 @@ def _make_vqa(gen: _Generator, root: Path, n: int, answers: str, summary: dict) 
     for split, data in splits.items():
         _dump(root / "vqa" / f"{split}.json", data)
         summary[f"vqa/{split}.json"] = len(data)
+    return images
 
 
 def _make_gqa(gen: _Generator, root: Path, n: int, answers: str, summary: dict) -> None:
@@ -220,6 +223,7 @@ def _make_gqa(gen: _Generator, root: Path, n: int, answers: str, summary: dict) 
     for split, data in splits.items():
         _dump(root / "gqa" / f"{split}.json", data)
         summary[f"gqa/{split}.json"] = len(data)
+    return list(zip(vg_ids, vg_attrs))
 
 
 def _nlvr2_statement(a0: dict, a1: dict, kind: int, value: int) -> tuple[str, int]:
@@ -293,6 +297,31 @@ def _make_flickr(gen: _Generator, root: Path, n: int, summary: dict) -> None:
             summary["flickr30k/hard_negative.pkl"] = len(img_ids)
 
 
+def _pretrain_record(rng, img_id: str, a: dict, caption_source: str, qa_source: str) -> dict:
+    """One image of LXMERT's pre-training JSON: captions, plus questions with soft labels."""
+    captions = [t.format(s=_size(a), c=_color(a), o=_obj(a)) for t in CAPTION_TEMPLATES]
+    questions = _questions(rng, a)
+    return {"img_id": img_id,
+            "sentf": {caption_source: captions, qa_source: [q[0] for q in questions]},
+            "labelf": {qa_source: [_vqa_label(rng, q[1]) for q in questions]}}
+
+
+def _make_lxmert(rng, root: Path, coco: dict, vg: list, summary: dict) -> None:
+    """lxmert/{mscoco_train,mscoco_nominival,mscoco_minival,vgnococo}.json on the images of
+    the VQA and GQA feature files (minival/nominival split val2014 as VQA does)."""
+    half = max(1, len(coco["val2014"]) // 2)
+    corpora = {
+        "mscoco_train": [(i, a, "mscoco", "vqa") for i, a in coco["train2014"]],
+        "mscoco_minival": [(i, a, "mscoco", "vqa") for i, a in coco["val2014"][:half]],
+        "mscoco_nominival": [(i, a, "mscoco", "vqa") for i, a in coco["val2014"][half:]],
+        "vgnococo": [(i, a, "vg", "gqa") for i, a in vg],
+    }
+    for name, images in corpora.items():
+        data = [_pretrain_record(rng, *image) for image in images]
+        _dump(root / "lxmert" / f"{name}.json", data)
+        summary[f"lxmert/{name}.json"] = len(data)
+
+
 def _write_hard_negatives(rng, path: Path, img_ids: list[int], attrs: list[dict],
                           pool_size: int = 8) -> None:
     """Pool row i = [i, then the most similar other images]; column 0 is the image itself."""
@@ -356,13 +385,14 @@ def make_data(out_root, images: int = 64, dim: int = 2048, seed: int = 0,
     root.mkdir(parents=True, exist_ok=True)
     gen = _Generator(dim, seed)
     summary: dict = {}
-    _make_vqa(gen, root, images, answers, summary)
-    _make_gqa(gen, root, images, answers, summary)
+    coco = _make_vqa(gen, root, images, answers, summary)
+    vg = _make_gqa(gen, root, images, answers, summary)
     _make_nlvr2(gen, root, images, summary)
     _make_flickr(gen, root, images, summary)
     (root / "lxmert").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO_DATA / "lxmert" / "all_ans.json", root / "lxmert" / "all_ans.json")
     summary["lxmert/all_ans.json"] = "copied"
+    _make_lxmert(gen.rng, root, coco, vg, summary)
     if small_model:
         summary["model_LXRT.pth"] = str(write_small_model(root, dim, seed))
     return summary

@@ -1,0 +1,1 @@
+"""Pre-training of LXMERT-S: LXMERT's recipe and the multi-stage (MSP) reconstruction."""

@@ -1,0 +1,342 @@
+"""Pre-training data: corpus files and features, and the dataset that samples each example.
+
+Everything random about an example (ITM negative, masks, replacement tokens and features,
+phrase, answer) is drawn in `__getitem__` from a generator seeded by (seed, epoch, index):
+an example does not depend on the worker that builds it or on the number of workers, and
+`--resume` reproduces the same examples.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tasks.common.paths import DataRoot
+from tasks.common.qa_data import open_stores, split_list
+from tasks.pretrain import text as T
+from tasks.pretrain.corpus import Corpus, build_corpus, cache_key, cached, read_corpus_json
+from tasks.pretrain.stage import StageConfig
+
+log = logging.getLogger("lxrt")
+
+TINY_IMG_NUM = 500   # LXMERT's --tiny / --fast image counts per feature file
+FAST_IMG_NUM = 5000
+
+# corpus name -> its feature file
+CORPUS_FEATURES = {
+    "mscoco_train": lambda root: root.vqa_features("train"),
+    "mscoco_nominival": lambda root: root.vqa_features("nominival"),
+    "mscoco_minival": lambda root: root.vqa_features("minival"),
+    "vgnococo": lambda root: root.gqa_features("train"),
+    "easyvqa_train": lambda root: root.easyvqa_features("train"),
+    "easyvqa_minival": lambda root: root.easyvqa_features("train"),
+}
+
+
+def corpus_json(root: DataRoot, name: str) -> Path:
+    return DataRoot.find(f"pre-training corpus {name!r}",
+                         [root.root / "lxmert" / f"{name}.json",
+                          root.root / "lxmert_data" / "lxmert" / f"{name}.json"],
+                         "LXMERT README: nlp.cs.unc.edu/data/lxmert_data/lxmert/<name>.json")
+
+
+def corpus_features(root: DataRoot, name: str) -> Path:
+    if name not in CORPUS_FEATURES:
+        raise ValueError(f"corpus {name!r} has no known feature file; known corpora: "
+                         f"{sorted(CORPUS_FEATURES)}")
+    return CORPUS_FEATURES[name](root)
+
+
+@dataclass
+class CorpusData:
+    corpus: Corpus
+    stores: list
+    cache_dir: Optional[Path]
+    key: str
+
+
+def load_corpus(root: DataRoot, names: str, tokenizer, answers, topk: Optional[int] = None,
+                cache_dir=None, feature_cache=None, fp16: bool = False) -> CorpusData:
+    """Read corpus files `names` (comma-separated) and their features, flattened once.
+    `topk`: only the first K images of each feature file (--tiny, --fast, minival)."""
+    names_list = split_list(names)
+    if not names_list:
+        raise ValueError("no pre-training corpus given")
+    jsons = [corpus_json(root, n) for n in names_list]
+    tsvs = [corpus_features(root, n) for n in names_list]
+    stores = open_stores([(t, topk) for t in tsvs], cache_dir=feature_cache, fp16=fp16)
+    distinct = list(dict.fromkeys(str(t) for t in tsvs))
+    store_of_file = [distinct.index(str(t)) for t in tsvs]
+    what = f"corpus {','.join(names_list)}"
+    key = cache_key(jsons, {"stores": [str(s.store_dir) for s in stores],
+                            "rows": [s.num_rows for s in stores],
+                            "vocab": str(tokenizer.vocab_file),
+                            "max_len": tokenizer.max_seq_length,
+                            "answers": len(answers), "answers_head": list(answers[:5])})
+    cache_dir = Path(cache_dir) if cache_dir else jsons[0].parent / "pretrain_index"
+
+    def build() -> Corpus:
+        records, owners = [], []
+        for k, path in enumerate(jsons):
+            data = read_corpus_json(path)
+            log.info("%s: %d images", path, len(data))
+            records += data
+            owners += [store_of_file[k]] * len(data)
+        lookup = {}  # img_id -> (store, row), in the feature file of its own corpus file
+        for record, owner in zip(records, owners):
+            if record["img_id"] in stores[owner]:
+                lookup[record["img_id"]] = (owner, stores[owner].index_of(record["img_id"]))
+        return build_corpus(records, lookup.get, tokenizer, answers, what)
+
+    corpus = cached(cache_dir / f"corpus-{key}.npz", build, what)
+    log.info("%s: %d images, %d sentences (%s)", what, corpus.num_images,
+             corpus.num_sentences, ", ".join(corpus.sources))
+    return CorpusData(corpus, stores, cache_dir, key)
+
+
+def select_sentences(corpus: Corpus, sources: Optional[list]) -> np.ndarray:
+    """Indices of the sentences whose source is in `sources` (None: all)."""
+    if sources is None:
+        return np.arange(corpus.num_sentences, dtype=np.int64)
+    unknown = [s for s in sources if s not in corpus.sources]
+    if unknown:
+        log.warning("sentence sources %s are not in the corpus (it has %s)", unknown,
+                    corpus.sources)
+    ids = [i for i, name in enumerate(corpus.sources) if name in sources]
+    return np.flatnonzero(np.isin(corpus.sent_source, ids)).astype(np.int64)
+
+
+def phrase_table(data: CorpusData, sentences: np.ndarray, vocab: "Vocab",
+                 chunker: Optional[T.NounChunker] = None):
+    """Noun-chunk piece spans of `sentences` -> (offsets [S+1] over all corpus sentences,
+    bounds [M, 2] int16 piece indices). Cached next to the corpus index."""
+    corpus = data.corpus
+    chunker = chunker or T.NounChunker()
+    path = data.cache_dir / f"phrases-{data.key}-{chunker.name.replace(':', '_')}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if len(z["offsets"]) == corpus.num_sentences + 1:
+                return z["offsets"], z["bounds"]
+    wanted = np.zeros(corpus.num_sentences, dtype=bool)
+    wanted[sentences] = True
+    counts = np.zeros(corpus.num_sentences, dtype=np.int64)
+    bounds = []
+    todo = np.flatnonzero(wanted)
+    for start in range(0, len(todo), 8192):
+        batch = todo[start:start + 8192]
+        words, starts = [], []
+        for s in batch:
+            ids, _ = corpus.pieces(int(s))
+            words.append(T.words_of(ids, vocab.continuation, vocab.id_to_token))
+            starts.append(list(T.word_starts(ids, vocab.continuation)) + [len(ids)])
+        for s, spans, st in zip(batch, chunker(words), starts):
+            counts[s] = len(spans)
+            bounds += [(st[a], st[b]) for a, b in spans]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    bounds = np.asarray(bounds, dtype=np.int16).reshape(-1, 2)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, offsets=offsets, bounds=bounds)
+        tmp.replace(path)
+    except OSError as err:
+        log.warning("cannot cache noun chunks at %s (%s)", path, err)
+    log.info("noun chunks: %d phrases in %d sentences (%s)", len(bounds), len(todo),
+             chunker.name)
+    return offsets, bounds
+
+
+@dataclass
+class Vocab:
+    """What sampling needs of the tokenizer."""
+    size: int
+    mask_id: int
+    cls_id: int
+    sep_id: int
+    id_to_token: dict
+    continuation: np.ndarray  # bool per id: a '##' piece
+
+    @classmethod
+    def of(cls, tokenizer) -> "Vocab":
+        size = len(tokenizer.vocab)
+        return cls(size, tokenizer.vocab[T.MASK_TOKEN], tokenizer.cls_id, tokenizer.sep_id,
+                   tokenizer.ids_to_tokens, T.continuation_table(tokenizer.ids_to_tokens, size))
+
+
+class PretrainDataset(Dataset):
+    """One item per selected sentence (`sentences`, indices into `corpus`): its image and
+    text with every pre-training label of `stage`. Items are dicts of tensors."""
+
+    def __init__(self, data: CorpusData, stage: StageConfig, vocab: Vocab, seed: int,
+                 sentences: Optional[np.ndarray] = None, max_seq_length: int = 20,
+                 neighbors: Optional[np.ndarray] = None, phrases=None,
+                 fixed_epoch: Optional[int] = None):
+        self.corpus, self.stores = data.corpus, data.stores
+        self.stage, self.vocab, self.seed = stage, vocab, seed
+        self.sentences = (select_sentences(self.corpus, stage.sentence_sources)
+                          if sentences is None else np.asarray(sentences, dtype=np.int64))
+        if len(self.sentences) == 0:
+            raise ValueError(f"stage {stage.name!r}: no sentences of sources "
+                             f"{stage.sentence_sources} in the corpus ({self.corpus.sources})")
+        self.max_len = max_seq_length
+        self.neighbors, self.phrases = neighbors, phrases
+        if stage.has("itm_hs") and neighbors is None:
+            raise ValueError("itm_hs needs the nearest-image table")
+        if stage.text_unit == "phrase" and phrases is None:
+            raise ValueError("the phrase text unit needs the noun-chunk table")
+        if stage.has("itm") and len(np.unique(self.corpus.sent_image[self.sentences])) < 2:
+            raise ValueError("ITM needs sentences of at least two images")
+        self.num_boxes = self._num_boxes()
+        self.epoch = 0 if fixed_epoch is None else fixed_epoch
+        self.fixed_epoch = fixed_epoch
+
+    def _num_boxes(self) -> int:
+        counts = {s.num_boxes for s in self.stores}
+        if len(counts) != 1 or None in counts:
+            raise ValueError(f"pre-training needs the same number of regions in every image; "
+                             f"feature stores have {sorted(map(str, counts))}")
+        return counts.pop()
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.fixed_epoch is None:
+            self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    def generator(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    # ---- text ----------------------------------------------------------------------------
+    def random_negative(self, image: int, rng) -> int:
+        """A sentence of another image, uniform over the selected sentences (re-drawn until
+        the image differs, as LXMERT)."""
+        while True:
+            s = int(self.sentences[rng.integers(len(self.sentences))])
+            if self.corpus.sent_image[s] != image:
+                return s
+
+    def hard_negative(self, image: int, rng) -> int:
+        """A caption of one of the k nearest images (any sentence if it has no caption)."""
+        c = self.corpus
+        near = int(self.neighbors[image, rng.integers(self.neighbors.shape[1])])
+        lo, hi = int(c.img_sent[near]), int(c.img_captions[near])
+        if hi <= lo:
+            hi = int(c.img_sent[near + 1])
+        if hi <= lo or near == image:
+            return self.random_negative(image, rng)
+        return int(rng.integers(lo, hi))
+
+    def text_of(self, s: int, rng) -> tuple[np.ndarray, np.ndarray]:
+        ids, pos = self.corpus.pieces(s)
+        st = self.stage
+        if st.text_unit == "phrase" and rng.random() < st.phrase_prob:
+            offsets, bounds = self.phrases
+            a, b = int(offsets[s]), int(offsets[s + 1])
+            if b > a:
+                lo, hi = (int(x) for x in bounds[rng.integers(a, b)])
+                ids, pos = ids[lo:hi], pos[lo:hi] - pos[lo] + T.FIRST_WORD_POSITION
+        return np.asarray(ids, dtype=np.int64), np.asarray(pos, dtype=np.int64)
+
+    def mask_text(self, ids, pos, rng):
+        st, v = self.stage, self.vocab
+        if not st.has("mlm"):
+            return ids, np.full(len(ids), T.IGNORE, dtype=np.int64)
+        if st.masking == "span":
+            return T.mask_spans(ids, self.vocab.continuation, rng, st.word_mask_rate, v.mask_id, v.size,
+                                st.span_geometric_p, st.span_min, st.span_max)
+        return T.mask_pieces(ids, rng, st.word_mask_rate, v.mask_id, v.size)
+
+    def pad(self, ids, pos, labels) -> dict:
+        n, width = len(ids), self.max_len
+        out = {"input_ids": np.zeros(width, np.int64), "token_position": np.zeros(width, np.int64),
+               "input_mask": np.zeros(width, np.int64),
+               "masked_lm_labels": np.full(width, T.IGNORE, np.int64)}
+        out["input_ids"][: n + 2] = [self.vocab.cls_id, *ids, self.vocab.sep_id]
+        out["token_position"][: n + 2] = [T.SPECIAL_POSITION, *pos, T.SPECIAL_POSITION]
+        out["input_mask"][: n + 2] = 1
+        out["masked_lm_labels"][1: n + 1] = labels
+        return out
+
+    def topic_ids(self, ids, pos) -> np.ndarray:
+        """Content piece ids of the (unmasked) text, padded with -1 to max_len."""
+        out = np.full(self.max_len, T.IGNORE, dtype=np.int64)
+        if self.stage.has("topic"):
+            content = T.content_piece_ids(ids, self.vocab.continuation, self.vocab.id_to_token)
+            out[: len(content)] = content
+        return out
+
+    # ---- image ---------------------------------------------------------------------------
+    def image_row(self, image: int):
+        c = self.corpus
+        store = self.stores[int(c.img_store[image])]
+        row = store.get_row(int(c.img_row[image]))
+        if row.num_boxes != self.num_boxes:
+            raise ValueError(f"img_id {row.img_id}: {row.num_boxes} regions, expected "
+                             f"{self.num_boxes}")
+        return row
+
+    def random_region_feature(self, rng) -> np.ndarray:
+        """The feature of a random region of a random training image (LXMERT)."""
+        c = self.corpus
+        image = int(c.sent_image[self.sentences[rng.integers(len(self.sentences))]])
+        feats, _ = self.stores[int(c.img_store[image])].row(int(c.img_row[image]))
+        return feats[rng.integers(len(feats))]
+
+    def visual(self, image: int, rng) -> dict:
+        row, st = self.image_row(image), self.stage
+        feats = row.features.astype(np.float32)
+        boxes = row.boxes.astype(np.float32).copy()
+        boxes[:, (0, 2)] /= row.img_w
+        boxes[:, (1, 3)] /= row.img_h
+        n = len(feats)
+        masked, feat_mask = feats.copy(), np.zeros(n, dtype=np.float32)
+        if st.has("obj"):
+            chosen = rng.random(n) < st.obj_mask_rate
+            action = rng.random(n)
+            masked[chosen & (action < 0.8)] = 0.0
+            for i in np.flatnonzero(chosen & (action >= 0.8) & (action < 0.9)):
+                masked[i] = self.random_region_feature(rng)
+            feat_mask[chosen] = 1.0
+        swapped = np.zeros(n, dtype=bool)
+        if st.has("ifrs") and n > 1:
+            swapped = (rng.random(n) < st.ifrs_rate) & (feat_mask == 0)
+            for i in np.flatnonzero(swapped):
+                j = int(rng.integers(n - 1))
+                masked[i] = feats[j + (j >= i)]
+            feat_mask[swapped] = 1.0
+        # LXMERT weights obj/attr CE by the detector's confidence on every region; with IFRS
+        # alone the labels count only at the swapped regions.
+        where = 1.0 if st.has("obj") else swapped.astype(np.float32)
+        return {"feats": masked, "boxes": boxes, "feat": feats, "feat_mask": feat_mask,
+                "obj": row.objects_id.astype(np.int64),
+                "obj_conf": row.objects_conf.astype(np.float32) * where,
+                "attr": row.attrs_id.astype(np.int64),
+                "attr_conf": row.attrs_conf.astype(np.float32) * where}
+
+    # ---- item ----------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict:
+        rng = self.generator(index)
+        st, c = self.stage, self.corpus
+        s = int(self.sentences[index])
+        image = int(c.sent_image[s])
+        matched, text_s = 1, s
+        if st.has("itm") and rng.random() < st.itm_negative_rate:
+            matched = 0
+            hard = st.has("itm_hs") and rng.random() < st.hard_negative_fraction
+            text_s = self.hard_negative(image, rng) if hard else self.random_negative(image, rng)
+        ids, pos = self.text_of(text_s, rng)
+        topic = self.topic_ids(ids, pos)
+        masked_ids, labels = self.mask_text(ids, pos, rng)
+        item = self.pad(masked_ids, pos, labels)
+        item.update(self.visual(image, rng))
+        ans = T.IGNORE
+        if st.has("qa") and matched and c.is_qa(s):
+            ans = T.sample_answer(*c.answers(s), rng)
+        item.update(index=index, topic_ids=topic, matched_label=matched, ans=ans)
+        return {k: torch.as_tensor(v) for k, v in item.items()}

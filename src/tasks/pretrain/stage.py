@@ -1,0 +1,149 @@
+"""Stage configuration of a pre-training run (`--stage run/configs/msp/token.json`).
+
+A stage names its tasks, loss weights, text unit, masking, data and recipe. The defaults are
+LXMERT's pre-training (MLM, masked objects, ITM and QA on the flattened caption + QA corpus,
+20 epochs, lr 1e-4, batch 256). The MSP stages (token, phrase, sentence) are our
+reconstruction of a method known only by name; every choice is a field here so it can be
+changed without touching code.
+
+Tasks:
+  mlm     masked language modelling (word pieces, or SpanBERT spans with `masking: span`)
+  obj     masked objects: region features zeroed / replaced / kept, predict obj, attr, feat
+  ifrs    image features random shuffle: a region gets another region's feature of the same
+          image (its box stays); predict the original feature and labels at those regions
+  itm     image-text matching with random negatives
+  itm_hs  ITM where part of the negatives are captions of nearest images (needs itm)
+  qa      answer the matched QA-source questions (LXMERT's 9,500 answers)
+  topic   multi-hot of the text's content word pieces from the pooled output (TITP on
+          phrases, TITS on whole captions)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+TASKS = ("mlm", "obj", "ifrs", "itm", "itm_hs", "qa", "topic")
+LOSS_NAMES = ("mlm", "topic", "matched", "obj", "attr", "feat", "qa")  # LXRTPretraining order
+TEXT_UNITS = ("token", "phrase", "sentence")
+MASKINGS = ("token", "span")
+# which losses each task switches on (weight 1 unless `loss_weights` says otherwise)
+TASK_LOSSES = {"mlm": ("mlm",), "obj": ("obj", "attr", "feat"), "ifrs": ("obj", "attr", "feat"),
+               "itm": ("matched",), "itm_hs": ("matched",), "qa": ("qa",), "topic": ("topic",)}
+
+_RATES = ("word_mask_rate", "obj_mask_rate", "ifrs_rate", "itm_negative_rate",
+          "hard_negative_fraction", "phrase_prob", "warmup", "span_geometric_p")
+
+
+class StageConfigError(ValueError):
+    pass
+
+
+@dataclass
+class StageConfig:
+    name: str = "lxmert"
+    tasks: list = field(default_factory=lambda: ["mlm", "obj", "itm", "qa"])
+    loss_weights: dict = field(default_factory=dict)   # loss name -> weight (overrides)
+    text_unit: str = "sentence"      # token | phrase | sentence
+    masking: str = "token"           # token (BERT pieces) | span (SpanBERT words)
+    phrase_prob: float = 0.5         # phrase unit: share of examples that are a noun chunk
+    train: str = "mscoco_train,mscoco_nominival,vgnococo"
+    valid: str = "mscoco_minival"
+    valid_images: int = 5000         # first N images of the validation feature file
+    sentence_sources: Optional[list] = None  # sentf sources used (None: all)
+    epochs: int = 20
+    lr: float = 1e-4
+    batch_size: int = 256
+    warmup: float = 0.05
+    word_mask_rate: float = 0.15
+    obj_mask_rate: float = 0.15
+    ifrs_rate: float = 0.15
+    itm_negative_rate: float = 0.5
+    hard_negative_fraction: float = 0.5
+    hard_negative_k: int = 20
+    span_geometric_p: float = 0.2
+    span_min: int = 1
+    span_max: int = 10
+
+    # ---- derived ---------------------------------------------------------------------------
+    def has(self, task: str) -> bool:
+        return task in self.tasks
+
+    def weights(self) -> list[float]:
+        """One weight per loss of LXRTPretraining, in its order."""
+        on = {loss for task in self.tasks for loss in TASK_LOSSES[task]}
+        return [float(self.loss_weights.get(name, 1.0 if name in on else 0.0))
+                for name in LOSS_NAMES]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # ---- validation ------------------------------------------------------------------------
+    def validate(self, where: str = "stage config") -> "StageConfig":
+        def fail(key, message):
+            raise StageConfigError(f"{where}: key {key!r}: {message}")
+
+        if not isinstance(self.tasks, list) or not self.tasks:
+            fail("tasks", f"expected a non-empty list of {list(TASKS)}")
+        for task in self.tasks:
+            if task not in TASKS:
+                fail("tasks", f"unknown task {task!r}; known: {list(TASKS)}")
+        if self.has("itm_hs") and not self.has("itm"):
+            fail("tasks", "itm_hs (hard negatives) needs itm")
+        if not isinstance(self.loss_weights, dict):
+            fail("loss_weights", "expected an object {loss name: weight}")
+        for name, weight in self.loss_weights.items():
+            if name not in LOSS_NAMES:
+                fail("loss_weights", f"unknown loss {name!r}; known: {list(LOSS_NAMES)}")
+            if not isinstance(weight, (int, float)) or weight < 0:
+                fail("loss_weights", f"{name}: expected a number >= 0, got {weight!r}")
+        if self.text_unit not in TEXT_UNITS:
+            fail("text_unit", f"expected one of {list(TEXT_UNITS)}, got {self.text_unit!r}")
+        if self.masking not in MASKINGS:
+            fail("masking", f"expected one of {list(MASKINGS)}, got {self.masking!r}")
+        for key in _RATES:
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                fail(key, f"expected a probability in [0, 1], got {value!r}")
+        for key in ("epochs", "batch_size", "hard_negative_k", "span_min", "span_max",
+                    "valid_images"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                fail(key, f"expected a positive integer, got {value!r}")
+        if self.span_min > self.span_max:
+            fail("span_min", f"{self.span_min} is larger than span_max {self.span_max}")
+        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
+            fail("lr", f"expected a positive number, got {self.lr!r}")
+        if not isinstance(self.train, str) or not self.train.strip():
+            fail("train", "expected comma-separated corpus names, e.g. 'mscoco_train,vgnococo'")
+        if not isinstance(self.valid, str):
+            fail("valid", "expected a corpus name ('' for none)")
+        if self.sentence_sources is not None and (
+                not isinstance(self.sentence_sources, list)
+                or not all(isinstance(s, str) for s in self.sentence_sources)):
+            fail("sentence_sources", "expected null or a list of source names (mscoco, vg, "
+                                     "vqa, gqa, visual7w)")
+        return self
+
+
+def load_stage_config(path) -> StageConfig:
+    """Read and validate a stage config JSON; unknown keys are errors naming the file."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StageConfigError(f"stage config not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise StageConfigError(f"{path}: not valid JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise StageConfigError(f"{path}: expected a JSON object of stage fields")
+    known = {f.name for f in fields(StageConfig)}
+    for key in raw:
+        if key.startswith("_"):  # comments
+            continue
+        if key not in known:
+            raise StageConfigError(f"{path}: unknown key {key!r}; known: {sorted(known)}")
+    values = {k: v for k, v in raw.items() if not k.startswith("_")}
+    values.setdefault("name", path.stem)
+    return StageConfig(**values).validate(str(path))
