@@ -338,5 +338,6 @@ class PretrainDataset(Dataset):
         ans = T.IGNORE
         if st.has("qa") and matched and c.is_qa(s):
             ans = T.sample_answer(*c.answers(s), rng)
-        item.update(index=index, topic_ids=topic, matched_label=matched, ans=ans)
+        item.update(index=index, text_sentence=text_s, topic_ids=topic, matched_label=matched,
+                    ans=ans)
         return {k: torch.as_tensor(v) for k, v in item.items()}

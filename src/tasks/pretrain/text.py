@@ -114,6 +114,11 @@ def mask_pieces(ids: np.ndarray, rng: np.random.Generator, rate: float, mask_id:
     return replace_pieces(ids, chosen, rng, mask_id, vocab_size)
 
 
+def span_length(rng: np.random.Generator, p: float, lo: int, hi: int) -> int:
+    """A SpanBERT span length: geometric(p) on 1, 2, ..., clipped to [lo, hi]."""
+    return int(min(max(rng.geometric(p), lo), hi))
+
+
 def sample_span_words(num_words: int, rng: np.random.Generator, rate: float, p: float,
                       lo: int, hi: int) -> np.ndarray:
     """SpanBERT word spans: lengths ~ geometric(p) clipped to [lo, hi] (and to what is left of
@@ -128,7 +133,7 @@ def sample_span_words(num_words: int, rng: np.random.Generator, rate: float, p: 
         left = budget - int(chosen.sum())
         if left <= 0:
             break
-        length = int(min(max(rng.geometric(p), lo), hi, left, num_words))
+        length = min(span_length(rng, p, lo, hi), left, num_words)
         start = int(rng.integers(0, num_words - length + 1))
         chosen[start:start + length] = True
     return chosen

@@ -1,0 +1,338 @@
+"""Pre-training data: the flattened corpus, and the statistics of every sampled label."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from generated import make_root
+from lxrt.loading import read_pretraining_answers
+from lxrt.tokenization import LXRTTokenizer, find_vocab_file
+from tasks.common.paths import DataRoot
+from tasks.pretrain import neighbors as N
+from tasks.pretrain import text as T
+from tasks.pretrain.corpus import CorpusFormatError, read_corpus_json
+from tasks.pretrain.data import (PretrainDataset, Vocab, load_corpus, phrase_table,
+                                 select_sentences)
+from tasks.pretrain.stage import StageConfig, StageConfigError, load_stage_config
+
+TRAIN = "mscoco_train,mscoco_nominival,vgnococo"
+SIGMAS = 5
+
+
+def within(count: int, n: int, p: float) -> bool:
+    """count ~ Binomial(n, p) within SIGMAS standard deviations."""
+    return abs(count - n * p) <= SIGMAS * math.sqrt(n * p * (1 - p)) + 1
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = make_root(tmp_path_factory.mktemp("pretrain_root"), images=16, dim=32)
+    tok = LXRTTokenizer(find_vocab_file(), 20)
+    answers = read_pretraining_answers(DataRoot(root).all_answers())
+    data = load_corpus(DataRoot(root), TRAIN, tok, answers)
+    return root, tok, answers, data, Vocab.of(tok)
+
+
+def dataset(setup, seed=0, **fields):
+    _, _, _, data, vocab = setup
+    stage = StageConfig(**fields).validate()
+    sents = select_sentences(data.corpus, stage.sentence_sources)
+    nb = (N.load_or_compute(None, data.corpus, data.stores, stage.hard_negative_k)
+          if stage.has("itm_hs") else None)
+    ph = phrase_table(data, sents, vocab) if stage.text_unit == "phrase" else None
+    return PretrainDataset(data, stage, vocab, seed, sents, neighbors=nb, phrases=ph)
+
+
+# ---- corpus -------------------------------------------------------------------------------
+
+def test_corpus_flattens_every_sentence_and_tokenizes_it_once(setup):
+    root, tok, answers, data, _ = setup
+    c = data.corpus
+    records = sum((json.loads((root / "lxmert" / f"{n}.json").read_text())
+                   for n in TRAIN.split(",")), [])
+    sentences = [(r["img_id"], s) for r in records for src in r["sentf"] for s in r["sentf"][src]]
+    assert c.num_sentences == len(sentences) and c.num_images == len(records)
+    for s in range(0, c.num_sentences, 7):
+        ids, pos = c.pieces(s)
+        img = c.img_ids[c.sent_image[s]]
+        texts = [t for i, t in sentences if i == img]
+        enc = [tok.encode(t).row(0) for t in texts]
+        n = len(ids)
+        assert any(np.array_equal(e["input_ids"][1:n + 1], ids)
+                   and np.array_equal(e["token_position"][1:n + 1], pos)
+                   and e["input_mask"].sum() == n + 2 for e in enc)
+
+
+def test_corpus_answers_are_normalised_and_unknown_ones_dropped(tmp_path, setup):
+    root, tok, answers, _, _ = setup
+    rec = {"img_id": "COCO_train2014_000000000001",
+           "sentf": {"mscoco": ["a cat"], "vqa": ["how many?", "what?"]},
+           "labelf": {"vqa": [{"Two": 0.6, "three.": 0.3}, {"no such answer xyz": 1.0}]}}
+    (tmp_path / "lxmert").mkdir()
+    for name in ("mscoco_imgfeat",):
+        (tmp_path / name).symlink_to(root / name)
+    (tmp_path / "lxmert" / "mscoco_train.json").write_text(json.dumps([rec]))
+    data = load_corpus(DataRoot(tmp_path), "mscoco_train", tok, answers)
+    c = data.corpus
+    assert c.num_sentences == 3 and c.sources == ["mscoco", "vqa"]
+    got = {answers[a]: float(v) for a, v in zip(*c.answers(1))}
+    assert got == pytest.approx({"2": 0.6, "3": 0.3})
+    assert len(c.answers(0)[0]) == 0 and len(c.answers(2)[0]) == 0
+    assert not c.is_qa(0) and c.is_qa(1)
+    again = load_corpus(DataRoot(tmp_path), "mscoco_train", tok, answers)  # from the cache
+    assert np.array_equal(again.corpus.piece_ids, c.piece_ids)
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"sentf": {}, "labelf": {}}, "missing key 'img_id'"),
+    ({"img_id": "x", "sentf": {"vqa": ["q"]}, "labelf": {"vqa": []}}, "labelf.vqa"),
+    ({"img_id": "x", "sentf": {"vqa": "q"}, "labelf": {}}, "sentf.vqa"),
+    ({"img_id": "x", "sentf": {"vqa": ["q"]}, "labelf": {"vqa": [{"a": "high"}]}}, "labelf.vqa"),
+])
+def test_bad_corpus_records_name_file_record_and_key(tmp_path, record, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([{"img_id": "ok", "sentf": {}, "labelf": {}}, record]))
+    with pytest.raises(CorpusFormatError, match="bad.json: record 1.*" + message.replace(".", r"\.")):
+        read_corpus_json(path)
+
+
+# ---- MLM ------------------------------------------------------------------------------------
+
+def test_token_masking_rates_and_80_10_10():
+    ids = np.arange(1000, 1018)
+    chosen = masked = kept = 0
+    for seed in range(1000):  # 18,000 pieces
+        out, labels = T.mask_pieces(ids, np.random.default_rng(seed), 0.15, 103, 30522)
+        sel = labels != T.IGNORE
+        assert np.array_equal(labels[sel], ids[sel]) and np.array_equal(out[~sel], ids[~sel])
+        chosen += sel.sum()
+        masked += (out[sel] == 103).sum()
+        kept += (out[sel] == ids[sel]).sum()
+    assert within(chosen, 18000, 0.15)
+    assert within(masked, chosen, 0.8) and within(kept, chosen, 0.1)
+    assert within(chosen - masked - kept, chosen, 0.1)
+
+
+def test_dataset_masks_only_real_pieces_and_keeps_positions(setup):
+    ds = dataset(setup, tasks=["mlm", "obj"])
+    c = ds.corpus
+    chosen = real = 0
+    for i in range(len(ds)):
+        for epoch in range(30):
+            ds.set_epoch(epoch)
+            item = ds[i]
+            ids, pos = c.pieces(int(ds.sentences[i]))
+            n = len(ids)
+            labels = item["masked_lm_labels"].numpy()
+            assert labels[0] == -1 and (labels[n + 1:] == -1).all()  # [CLS], [SEP], padding
+            assert item["input_ids"][0] == ds.vocab.cls_id and item["input_ids"][n + 1] == ds.vocab.sep_id
+            assert (item["input_ids"][n + 2:] == 0).all()
+            assert np.array_equal(item["token_position"][1:n + 1].numpy(), pos)
+            sel = labels[1:n + 1] != -1
+            assert np.array_equal(labels[1:n + 1][sel], ids[sel])
+            chosen += sel.sum()
+            real += n
+    assert real >= 10000 and within(chosen, real, 0.15)
+
+
+def test_span_masking_masks_whole_words_at_the_rate():
+    cont = np.zeros(50, dtype=bool)
+    cont[[11, 12]] = True           # pieces 11, 12 are '##' continuations
+    ids = np.array([1, 2, 11, 3, 4, 12, 5, 6, 7, 8, 9, 10, 13, 14, 15, 16])
+    words = len(T.word_starts(ids, cont))
+    masked_words = total = 0
+    lengths = []
+    for seed in range(2000):
+        out, labels = T.mask_spans(ids, cont, np.random.default_rng(seed), 0.15, 49, 50)
+        sel = labels != -1
+        starts = T.word_starts(ids, cont)
+        word_sel = sel[starts]
+        assert np.array_equal(sel, np.repeat(word_sel, np.diff(list(starts) + [len(ids)])))
+        masked_words += word_sel.sum()
+        total += words
+    assert within(masked_words, total, 0.15)
+
+
+def test_span_lengths_are_geometric_and_clipped():
+    rng = np.random.default_rng(0)
+    lengths = np.array([T.span_length(rng, 0.2, 1, 10) for _ in range(20000)])
+    assert lengths.min() == 1 and lengths.max() == 10
+    mean = (1 - 0.8 ** 10) / 0.2  # E[min(Geometric(0.2), 10)]
+    assert abs(lengths.mean() - mean) < 5 * lengths.std() / math.sqrt(len(lengths))
+    assert within((lengths == 1).sum(), 20000, 0.2)
+    chosen = T.sample_span_words(10_000, rng, 0.15, 0.2, 1, 10)
+    assert chosen.sum() == 1500
+
+
+# ---- objects --------------------------------------------------------------------------------
+
+def test_object_masking_rates_and_80_10_10(setup):
+    ds = dataset(setup, tasks=["mlm", "obj"])
+    chosen = zero = kept = total = 0
+    for i in range(300):  # 10,800 regions
+        ds.set_epoch(i // len(ds))
+        item = ds[i % len(ds)]
+        sel = item["feat_mask"].numpy() > 0
+        feats, orig = item["feats"].numpy(), item["feat"].numpy()
+        assert np.array_equal(feats[~sel], orig[~sel])
+        chosen += sel.sum()
+        zero += (feats[sel] == 0).all(1).sum()
+        kept += (feats[sel] == orig[sel]).all(1).sum()
+        total += len(sel)
+    assert total >= 10000 and within(chosen, total, 0.15)
+    assert within(zero, chosen, 0.8) and within(kept, chosen, 0.1)
+    assert within(chosen - zero - kept, chosen, 0.1)
+
+
+def test_ifrs_swaps_features_within_the_image(setup):
+    ds = dataset(setup, tasks=["mlm", "ifrs"])
+    swapped = total = 0
+    for epoch in range(20):
+        ds.set_epoch(epoch)
+        for i in range(0, len(ds), 5):
+            item = ds[i]
+            sel = item["feat_mask"].numpy() > 0
+            feats, orig = item["feats"].numpy(), item["feat"].numpy()
+            for r in np.flatnonzero(sel):  # another region of the same image, box unchanged
+                same = [j for j in range(len(orig)) if np.array_equal(orig[j], feats[r])]
+                assert same and r not in same
+            assert np.array_equal(feats[~sel], orig[~sel])
+            assert np.array_equal(item["obj_conf"].numpy() > 0, sel & (item["obj_conf"].numpy() > 0))
+            swapped += sel.sum()
+            total += len(sel)
+    assert within(swapped, total, 0.15)
+
+
+# ---- ITM, QA, topics ------------------------------------------------------------------------
+
+def test_itm_negatives_never_come_from_the_same_image(setup):
+    ds = dataset(setup, tasks=["mlm", "obj", "itm", "itm_hs", "qa"])
+    c = ds.corpus
+    negatives = 0
+    for epoch in range(10):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            item = ds[i]
+            s, t = int(ds.sentences[i]), int(item["text_sentence"])
+            if item["matched_label"] == 0:
+                negatives += 1
+                assert c.sent_image[t] != c.sent_image[s]
+                assert item["ans"] == -1
+            else:
+                assert t == s
+    assert within(negatives, 10 * len(ds), 0.5)
+
+
+def test_hard_negatives_are_nearer_than_random_ones(setup):
+    ds = dataset(setup, tasks=["mlm", "itm", "itm_hs"])
+    c = ds.corpus
+    pooled = N.mean_pooled(c, ds.stores)
+    hard, rand = [], []
+    for i in range(len(ds)):
+        rng = np.random.default_rng(i)
+        image = int(c.sent_image[ds.sentences[i]])
+        hard.append(pooled[image] @ pooled[c.sent_image[ds.hard_negative(image, rng)]])
+        rand.append(pooled[image] @ pooled[c.sent_image[ds.random_negative(image, rng)]])
+    assert np.mean(hard) > np.mean(rand) + 0.05
+
+
+def test_qa_answers_follow_their_scores():
+    answers, scores = np.array([3, 7, 9]), np.array([0.9, 0.3, 0.3], dtype=np.float32)
+    draws = [T.sample_answer(answers, scores, np.random.default_rng(s)) for s in range(10000)]
+    for a, p in zip(answers, scores / scores.sum()):
+        assert within(draws.count(a), 10000, p)
+    assert T.sample_answer(np.array([5]), np.array([0.3]), np.random.default_rng(0)) == 5
+    assert T.sample_answer(np.zeros(0, int), np.zeros(0), np.random.default_rng(0)) == -1
+
+
+def test_qa_labels_only_for_matched_qa_sentences(setup):
+    ds = dataset(setup, tasks=["mlm", "itm", "qa"])
+    c = ds.corpus
+    for i in range(len(ds)):
+        item, s = ds[i], int(ds.sentences[i])
+        if item["ans"] != -1:
+            assert c.is_qa(s) and item["matched_label"] == 1
+            assert int(item["ans"]) in c.answers(s)[0]
+        elif c.is_qa(s) and item["matched_label"] == 1:
+            assert len(c.answers(s)[0]) == 0
+
+
+def test_topic_labels_are_exactly_the_content_pieces(setup):
+    _, tok, _, _, vocab = setup
+    enc = tok.encode("A man riding a horse on the beach, skateboarding.", return_tokens=True)
+    n = int(enc.input_mask[0].sum())
+    ids = enc.input_ids[0, 1:n - 1]
+    got = set(T.content_piece_ids(ids, vocab.continuation, vocab.id_to_token).tolist())
+    want = {tok.vocab[w] for w in ("man", "riding", "horse", "beach")}
+    want |= {tok.vocab[p] for p in tok.tokenize("skateboarding")[0]}
+    assert got == want
+    ds = dataset(setup, tasks=["mlm", "topic"])
+    for i in range(0, len(ds), 9):
+        item = ds[i]
+        ids, _ = ds.corpus.pieces(int(ds.sentences[i]))
+        topic = item["topic_ids"].numpy()
+        words = [w for w in T.words_of(ids, vocab.continuation, vocab.id_to_token)]
+        content = {tok.vocab[p] for w in words if w not in T.STOP_WORDS
+                   and not T.is_punctuation(w) for p in tok.tokenize(w)[0]}
+        assert set(topic[topic >= 0].tolist()) == content
+
+
+def test_phrases_are_noun_chunks_with_their_own_positions(setup):
+    ds = dataset(setup, tasks=["mlm", "topic"], text_unit="phrase", phrase_prob=1.0,
+                 sentence_sources=["mscoco", "vg"])
+    assert set(ds.corpus.sources[k] for k in ds.corpus.sent_source[ds.sentences]) == {"mscoco", "vg"}
+    shorter = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        n = int(item["input_mask"].sum()) - 2
+        full = len(ds.corpus.pieces(int(ds.sentences[i]))[0])
+        shorter += n < full
+        assert item["token_position"][1] == 2
+    assert shorter > len(ds) // 2
+    assert T.rule_noun_chunks("a man riding a horse on the beach".split()) == [(0, 2), (3, 5), (6, 8)]
+
+
+# ---- determinism ----------------------------------------------------------------------------
+
+def test_items_depend_on_seed_epoch_index_only(setup):
+    ds = dataset(setup, seed=3, tasks=["mlm", "obj", "itm", "qa", "topic"])
+    ds.set_epoch(2)
+    loader = lambda w: torch.utils.data.DataLoader(ds, batch_size=5, num_workers=w)
+    a, b = list(loader(0)), list(loader(2))
+    for x, y in zip(a, b):
+        for key in x:
+            assert torch.equal(x[key], y[key]), key
+    first = ds[4]
+    ds.set_epoch(3)
+    assert not all(torch.equal(first[k], ds[4][k]) for k in ("feat_mask", "masked_lm_labels",
+                                                            "matched_label"))
+
+
+# ---- stage configs --------------------------------------------------------------------------
+
+def test_shipped_stage_configs_load(tmp_path):
+    from pathlib import Path
+    base = Path(__file__).resolve().parents[1] / "run" / "configs"
+    stages = {n: load_stage_config(base / "msp" / f"{n}.json") for n in ("token", "phrase", "sentence")}
+    assert stages["token"].has("ifrs") and not stages["token"].has("itm")
+    assert stages["phrase"].masking == "span" and stages["phrase"].has("topic")
+    assert stages["sentence"].has("itm_hs") and stages["sentence"].has("qa")
+    lxmert = load_stage_config(base / "lxmert_pretrain.json")
+    assert lxmert.weights() == [1, 0, 1, 1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("content, key", [
+    ({"tasks": ["mlm", "nsp"]}, "tasks"), ({"text_unit": "word"}, "text_unit"),
+    ({"word_mask_rate": 1.5}, "word_mask_rate"), ({"epochs": 0}, "epochs"),
+    ({"loss_weights": {"mlm": -1}}, "loss_weights"), ({"tasks": ["itm_hs"]}, "tasks"),
+    ({"batchsize": 3}, "batchsize"),
+])
+def test_bad_stage_configs_name_file_and_key(tmp_path, content, key):
+    path = tmp_path / "bad_stage.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(StageConfigError, match=f"bad_stage.json.*{key}"):
+        load_stage_config(path)
