@@ -336,3 +336,36 @@ def test_bad_stage_configs_name_file_and_key(tmp_path, content, key):
     path.write_text(json.dumps(content))
     with pytest.raises(StageConfigError, match=f"bad_stage.json.*{key}"):
         load_stage_config(path)
+
+
+# ---- easy-VQA pre-training corpus -----------------------------------------------------------
+
+def test_easyvqa_corpus_uses_train_images_only(tmp_path):
+    from tools.easyvqa import write_pretraining_corpus
+
+    def datums(split, n):
+        out = []
+        for i in range(n):
+            img = f"easyvqa_{'test' if split == 'test' else 'train'}_{i + (1000 if split == 'valid' else 0)}"
+            out += [{"img_id": img, "sent": "What color is the shape?", "label": {"teal": 1.0}},
+                    {"img_id": img, "sent": "What shape is this?", "label": {"circle": 1.0}},
+                    {"img_id": img, "sent": "Is there a red shape?", "label": {"no": 1.0}}]
+        return out
+
+    (tmp_path / "easyvqa").mkdir()
+    splits = {"train": datums("train", 40), "valid": datums("valid", 5), "test": datums("test", 5)}
+    for split, data in splits.items():
+        (tmp_path / "easyvqa" / f"{split}.json").write_text(json.dumps(data))
+    counts = write_pretraining_corpus(tmp_path, verbose=False)
+    train_ids = {d["img_id"] for d in splits["train"]}
+    seen = set()
+    for name in ("easyvqa_train", "easyvqa_minival"):
+        records = read_corpus_json(tmp_path / "lxmert" / f"{name}.json")
+        assert len(records) == counts[name] > 0
+        ids = {r["img_id"] for r in records}
+        assert ids <= train_ids and not ids & seen
+        seen |= ids
+        r = records[0]
+        assert r["sentf"]["easyvqa_caption"][0] == "A teal circle."
+        assert r["labelf"]["easyvqa"] == [{"teal": 1.0}, {"circle": 1.0}, {"no": 1.0}]
+    assert seen == train_ids

@@ -18,6 +18,12 @@ Writes, under the data root:
 * ``easyvqa_imgfeat/train_obj36.tsv`` (train + valid images) and ``test_obj36.tsv``: grid
   region features from :mod:`tools.extract_features` (the TSV name keeps ``obj36`` whatever the
   grid).
+* with ``--pretraining``: ``lxmert/easyvqa_{train,minival}.json``, a pre-training corpus in
+  LXMERT's format (``{"img_id", "sentf": {"easyvqa_caption": [...], "easyvqa": [...]},
+  "labelf": {"easyvqa": [{answer: 1.0}, ...]}}``) built from the *train* split only: a few
+  short captions composed from each image's shape and colour (read off its answered
+  questions) and its questions as a QA source. ``valid`` and ``test`` images never enter it;
+  a fixed 5% of the train images form ``easyvqa_minival`` (the validation loss).
 * ``easyvqa/done.json``: a marker with the settings, counts and file sizes, written last.  When it
   matches the requested settings and every file is present with its recorded size, the command
   does nothing (``--force`` converts again).
@@ -215,6 +221,63 @@ def convert(data_root="data", grid: int = 6, dim: int = 2048, force: bool = Fals
     return marker
 
 
+SHAPES = ("circle", "rectangle", "triangle")
+CAPTION_TEMPLATES = ("A {colour} {shape}.", "There is a {colour} {shape} in the image.",
+                     "The image shows one {colour} {shape} on a plain background.")
+PRETRAIN_MINIVAL_FRACTION = 0.05
+
+
+def image_facts(datums: list[dict]) -> dict[str, dict]:
+    """img_id -> {"shape", "colour"} from the answers of its open (non yes/no) questions."""
+    facts: dict[str, dict] = {}
+    for d in datums:
+        answer = max(d["label"], key=d["label"].get) if d["label"] else None
+        if answer is None or answer in YES_NO:
+            continue
+        key = "shape" if answer in SHAPES else "colour"
+        facts.setdefault(d["img_id"], {})[key] = answer
+    return facts
+
+
+def captions(fact: dict) -> list[str]:
+    colour, shape = fact.get("colour"), fact.get("shape")
+    if colour and shape:
+        return [t.format(colour=colour, shape=shape) for t in CAPTION_TEMPLATES]
+    return [f"A {colour} shape." if colour else f"A {shape}."] if (colour or shape) else []
+
+
+def pretraining_records(train: list[dict]) -> list[dict]:
+    """LXMERT pre-training records, one per image of the (train-split) datums given."""
+    facts = image_facts(train)
+    by_image: dict[str, list[dict]] = {}
+    for d in train:
+        by_image.setdefault(d["img_id"], []).append(d)
+    return [{"img_id": img,
+             "sentf": {"easyvqa_caption": captions(facts.get(img, {})),
+                       "easyvqa": [d["sent"] for d in ds]},
+             "labelf": {"easyvqa": [dict(d["label"]) for d in ds]}}
+            for img, ds in sorted(by_image.items())]
+
+
+def write_pretraining_corpus(data_root="data", verbose: bool = True) -> dict:
+    """lxmert/easyvqa_{train,minival}.json from easyvqa/train.json (never valid or test)."""
+    data_root = Path(data_root)
+    train = json.loads(_paths(data_root)["train"].read_text())
+    records = pretraining_records(train)
+    held_out = set(split_train_images([r["img_id"] for r in records],
+                                      PRETRAIN_MINIVAL_FRACTION)[1])
+    out = data_root / "lxmert"
+    out.mkdir(parents=True, exist_ok=True)
+    parts = {"easyvqa_train": [r for r in records if r["img_id"] not in held_out],
+             "easyvqa_minival": [r for r in records if r["img_id"] in held_out]}
+    for name, part in parts.items():
+        _write_json(out / f"{name}.json", part)
+    counts = {name: len(part) for name, part in parts.items()}
+    if verbose:
+        print(f"easy-VQA pre-training corpus under {out}: {counts} images (train split only)")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.easyvqa",
                                  description=__doc__.split("\n\n")[0])
@@ -227,9 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit-images", type=int, default=None,
                     help="use only the first N images (by id) of each package split (tests)")
     ap.add_argument("--force", action="store_true", help="convert even if outputs are complete")
+    ap.add_argument("--pretraining", action="store_true",
+                    help="also write the pre-training corpus lxmert/easyvqa_{train,minival}.json "
+                         "(train images only)")
     args = ap.parse_args(argv)
     convert(args.data_root, args.grid, args.dim, args.force, args.limit_images,
             args.valid_fraction, args.projection)
+    if args.pretraining:
+        write_pretraining_corpus(args.data_root)
     return 0
 
 
