@@ -46,6 +46,9 @@ def base_parser(description: str, epochs: int) -> argparse.ArgumentParser:
     add(g, "--epochs", type=int, default=epochs)
     add(g, "--warmup", type=float, default=0.1, help="warmup fraction of t_total")
     add(g, "--clipNorm", dest="clip_norm", type=float, default=5.0)
+    add(g, "--gradAccum", dest="grad_accum", type=int, default=1,
+        help="split each batch into N micro-batches whose gradients are summed before one "
+             "optimizer step (same schedule and effective batch, less memory)")
     add(g, "--seed", type=int, default=9595)
     add(g, "--dropout", type=float, default=None,
         help="ignored, as in the authors' code (dropout is 0.1 from bert_config.json)")

@@ -10,6 +10,7 @@ evaluation after each epoch, BEST.pth on strict improvement, LAST.pth. Additions
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -69,6 +70,15 @@ class Task:
 
     def write_results(self, trainer: "Trainer", result: EvalResult, split: str) -> None:
         """Write the test-server / prediction file for `split` (rank 0 only)."""
+
+    def epoch_metrics(self, stats: dict, samples: int) -> dict:
+        """Extra training figures of an epoch (e.g. one loss per pre-training task) from the
+        stats summed over the epoch and all ranks; merged into metrics.jsonl and logged."""
+        return {}
+
+    def on_epoch_end(self, trainer: "Trainer", model: nn.Module, epoch: int,
+                     result: Optional[EvalResult]) -> None:
+        """Called on every rank after each epoch's checkpoints (e.g. extra checkpoint files)."""
 
 
 class EpochSampler(Sampler):
@@ -217,6 +227,9 @@ class Trainer:
         seed_everything(args.seed)
         self.precision = args.precision
         self.scaler = grad_scaler(self.device, self.precision)
+        self.grad_accum = getattr(args, "grad_accum", 1) or 1
+        if self.grad_accum < 1:
+            raise SystemExit(f"--gradAccum must be at least 1, got {self.grad_accum}")
         self.num_workers = args.num_workers
         if self.num_workers is None:
             self.num_workers = default_num_workers(self.device)
@@ -313,6 +326,9 @@ class Trainer:
                      buckets)
         sampler = EpochSampler(len(dataset), args.batch_size, self.dist, args.seed, lengths,
                                buckets)
+        if sampler.local_batch % self.grad_accum:
+            raise SystemExit(f"--gradAccum {self.grad_accum} must divide the per-process batch "
+                             f"{sampler.local_batch}")
         if sampler.num_batches == 0:
             raise SystemExit(f"training set has {len(dataset)} examples, fewer than one batch "
                              f"of {args.batch_size}")
@@ -329,7 +345,8 @@ class Trainer:
             sampler.set_epoch(epoch, state["batch"])
             if hasattr(dataset, "set_epoch"):  # e.g. retrieval negatives seeded per epoch
                 dataset.set_epoch(epoch)
-            loader = self._loader(dataset, sampler.local_batch, sampler=sampler,
+            loader = self._loader(dataset, sampler.local_batch // self.grad_accum,
+                                  sampler=sampler,
                                   worker_init_fn=getattr(dataset, "worker_init_fn", None),
                                   seed=args.seed * 1000 + epoch)
             stats, seconds, stopped = self._train_epoch(train_model, model, optimizer, loader,
@@ -350,32 +367,42 @@ class Trainer:
         total = len(loader)
         bar = progress(loader, f"epoch {epoch}", self.is_main and self.use_tqdm, total=total)
         running = torch.zeros((), device=self.device)
+        accum = self.grad_accum  # loader batches per optimizer step (--gradAccum)
         for i, batch in enumerate(bar):
             batch = self.to_device(batch)
             mark_step_if_graphed(args.compile)
             train_model.train()
-            with self.autocast():
-                loss, step_stats = self.task.compute_loss(train_model, batch)
-            optimizer.zero_grad(set_to_none=True)
+            last = (i + 1) % accum == 0
+            if i % accum == 0:
+                optimizer.zero_grad(set_to_none=True)
+            with self._sync_gradients(train_model, last):
+                with self.autocast():
+                    loss, step_stats = self.task.compute_loss(train_model, batch)
+                scaled = loss / accum if accum > 1 else loss
+                if self.scaler is not None:
+                    self.scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
+            running += loss.detach() / accum
+            for key, value in step_stats.items():
+                stats[key] = stats.get(key, 0) + value.detach()
+            if not last:
+                continue
             if self.scaler is not None:
-                self.scaler.scale(loss).backward()
                 self.scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(params, args.clip_norm)
                 self.scaler.step(optimizer)
                 self.scaler.update()
             else:
-                loss.backward()
                 nn.utils.clip_grad_norm_(params, args.clip_norm)
                 optimizer.step()
-            running += loss.detach()
-            for key, value in step_stats.items():
-                stats[key] = stats.get(key, 0) + value.detach()
             samples += args.batch_size
             state["global_step"] += 1
-            state["batch"] = first_batch + i + 1
-            if hasattr(bar, "set_postfix") and (i + 1) % 20 == 0:  # .item() syncs: not every step
+            state["batch"] = first_batch + (i + 1) // accum
+            step = (i + 1) // accum  # optimizer steps done in this epoch
+            if hasattr(bar, "set_postfix") and step % 20 == 0:  # .item() syncs: not every step
                 rate = samples / max(time.time() - started, 1e-9)
-                bar.set_postfix(loss=f"{running.item() / (i + 1):.4f}", samples_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{running.item() / step:.4f}", samples_s=f"{rate:.0f}")
             if args.checkpoint_every and state["global_step"] % args.checkpoint_every == 0:
                 self._save_resume(model, optimizer, epoch, state)
             if args.stop_after_steps and state["global_step"] >= args.stop_after_steps:
@@ -384,8 +411,15 @@ class Trainer:
                          "--resume", state["global_step"])
                 return stats, time.time() - started, True
         stats["loss_sum"] = running
-        stats["steps"] = torch.tensor(float(total))
+        stats["steps"] = torch.tensor(float(total // accum))
         return stats, time.time() - started, False
+
+    @staticmethod
+    def _sync_gradients(train_model, sync: bool):
+        """DDP all-reduces gradients only on the last micro-batch of an accumulated step."""
+        if not sync and hasattr(train_model, "no_sync"):
+            return train_model.no_sync()
+        return contextlib.nullcontext()
 
     def _end_of_epoch(self, model, optimizer, epoch, stats, seconds, valid_split, state):
         args = self.args
@@ -413,6 +447,11 @@ class Trainer:
                       f"Epoch {epoch}: Best {state['best'] * 100:0.2f}"]
         if train_score is not None:
             record["train_score"] = train_score
+        extra = self.task.epoch_metrics(summed, int(samples))
+        if extra:
+            record["train"] = extra
+            lines.append(f"Epoch {epoch}: Train " + " ".join(
+                f"{k} {v:0.4f}" for k, v in extra.items()))
         record["best"] = state["best"] if valid_split else None
         if self.is_main:
             atomic_torch_save(model.state_dict(), self.output / "LAST.pth")
@@ -422,6 +461,7 @@ class Trainer:
                 handle.write(json.dumps(record) + "\n")
         for line in lines:
             log.info(line)
+        self.task.on_epoch_end(self, model, epoch, result)
         self._save_resume(model, optimizer, epoch + 1, state)
         return result
 

@@ -1,0 +1,74 @@
+"""LXMERT-S pre-training: `python -m tasks.pretrain.main` (or run/pretrain.bash).
+
+    --stage run/configs/msp/token.json            one MSP stage (tasks, masking, data, recipe)
+    --stage run/configs/lxmert_pretrain.json      LXMERT's recipe (the default without --stage)
+    --init snap/pretrain/token/LAST               start from the previous stage's weights
+                                                  (every head; fresh optimizer and schedule)
+
+The stage config gives the epochs, lr and batch size unless --epochs/--lr/--batchSize are
+given. Outputs in --output: EpochNN_LXRT.pth, LAST_LXRT.pth, BEST_EVAL_LOSS_LXRT.pth (the
+authors' layout: `--loadLXMERT OUTPUT/BEST_EVAL_LOSS` in any fine-tuning launcher),
+metrics.jsonl with each task's loss and accuracy per epoch, resume.pth for --resume.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+from tasks.common.args import add, base_parser, finish
+from tasks.common.trainer import run_task
+from tasks.pretrain.stage import StageConfig, StageConfigError, load_stage_config
+from tasks.pretrain.task import PretrainTask
+
+log = logging.getLogger("lxrt")
+
+
+def build_parser():
+    p = base_parser("LXMERT-S pre-training (LXMERT's recipe or one MSP stage)", epochs=20)
+    # None: taken from the stage config
+    p.set_defaults(batch_size=None, lr=None, epochs=None, train=None, valid=None,
+                   warmup=None, clip_norm=1.0)
+    g = p.add_argument_group("pre-training")
+    add(g, "--stage", default=None,
+        help="stage config JSON (run/configs/msp/{token,phrase,sentence}.json); default: "
+             "LXMERT's recipe")
+    add(g, "--init", default=None,
+        help="start from these pre-training weights, heads included (P_LXRT.pth or a file); "
+             "the optimizer and schedule start fresh")
+    add(g, "--pretrainCache", dest="pretrain_cache", default=None,
+        help="where the flattened corpus index, noun chunks and nearest images are cached "
+             "(default: DATA/lxmert/pretrain_index)")
+    add(g, "--tasks", default=None,
+        help="comma-separated tasks overriding the stage's (mlm,obj,ifrs,itm,itm_hs,qa,topic)")
+    return p
+
+
+def resolve_stage(args) -> StageConfig:
+    try:
+        stage = load_stage_config(args.stage) if args.stage else StageConfig().validate()
+        if args.tasks:
+            stage.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+            stage.validate("--tasks")
+    except StageConfigError as err:
+        raise SystemExit(str(err)) from None
+    for flag, key in (("batch_size", "batch_size"), ("lr", "lr"), ("epochs", "epochs"),
+                      ("train", "train"), ("valid", "valid")):
+        if getattr(args, flag) is None:
+            setattr(args, flag, getattr(stage, key))
+    if args.warmup is None:
+        args.warmup = stage.warmup
+    return stage
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    stage = resolve_stage(args)
+    args = finish(args)
+    if args.init and args.load_lxmert:
+        raise SystemExit("--init (all weights) and --loadLXMERT (encoder only) exclude each other")
+    log.info("stage %s: %s", stage.name, stage.to_dict())
+    return run_task(args, PretrainTask(args, stage), argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,216 @@
+"""Pre-training on the shared trainer: loss weights per stage, per-task figures, validation
+loss, and checkpoints in the authors' layout (`EpochNN_LXRT.pth`, `BEST_EVAL_LOSS_LXRT.pth`,
+`LAST_LXRT.pth`)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from lxrt.loading import read_pretraining_answers
+from lxrt.tokenization import LXRTTokenizer, find_vocab_file
+from tasks.common.checkpoints import atomic_torch_save, atomic_write_json
+from tasks.common.paths import DataRoot
+from tasks.common.qa import MAX_SEQ_LENGTH, build_config
+from tasks.common.trainer import EvalResult, Task
+from tasks.pretrain import neighbors as N
+from tasks.pretrain.data import (FAST_IMG_NUM, TINY_IMG_NUM, PretrainDataset, Vocab, load_corpus,
+                                 phrase_table, select_sentences)
+from tasks.pretrain.model import (authors_state_dict, build_pretraining_model, load_encoder,
+                                  load_full)
+from tasks.pretrain.stage import LOSS_NAMES, StageConfig
+
+log = logging.getLogger("lxrt")
+
+ACCURACIES = ("mlm", "itm", "obj", "qa")
+
+
+def build_labels(batch: dict, topic_width: int) -> tuple[dict, torch.Tensor]:
+    """The label dict of `LXRTPretraining.losses`, and which of its 7 losses this batch has
+    labels for. A cross-entropy with no labelled item is NaN (and so is its gradient, even
+    at weight 0), so such a loss gets one stand-in label and weight 0 for this batch."""
+    ids = batch["input_ids"]
+    mlm = batch["masked_lm_labels"][:, : ids.shape[1]].clone()  # text may have been trimmed
+    ans = batch["ans"].clone()
+    has_mlm, has_qa = (mlm != -1).any(), (ans != -1).any()
+    mlm[0, 0] = torch.where(has_mlm, mlm[0, 0], ids[0, 0])
+    ans[0] = torch.where(has_qa, ans[0], torch.zeros_like(ans[0]))
+    topic_ids = batch["topic_ids"]
+    multi_hot = torch.zeros(ids.shape[0], topic_width, device=ids.device)
+    multi_hot.scatter_(1, topic_ids.clamp(min=0), (topic_ids >= 0).float())
+    multi_hot[:, 0] = 0.0  # id 0 ([PAD]) is never a content piece; padding scattered there
+    labels = {"masked_lm_labels": mlm, "topic_multi_hot": multi_hot,
+              "matched_label": batch["matched_label"], "obj": batch["obj"],
+              "obj_conf": batch["obj_conf"], "attr": batch["attr"],
+              "attr_conf": batch["attr_conf"], "feat": batch["feat"],
+              "feat_mask": batch["feat_mask"], "ans": ans}
+    one = torch.ones((), device=ids.device)
+    present = torch.stack([has_mlm.float(), one, one, one, one, one, has_qa.float()])
+    return labels, present
+
+
+def hits_and_counts(out, batch: dict) -> dict:
+    """Correct predictions and labelled items for the MLM, ITM, object and QA accuracies."""
+    with torch.no_grad():
+        mlm = batch["masked_lm_labels"][:, : out.mlm_scores.shape[1]]
+        keep = mlm != -1
+        region = batch["feat_mask"] > 0
+        ans = batch["ans"]
+        pairs = {
+            "mlm": ((out.mlm_scores.argmax(-1) == mlm) & keep, keep),
+            "itm": (out.itm_logits.argmax(-1) == batch["matched_label"],
+                    torch.ones_like(batch["matched_label"], dtype=torch.bool)),
+            "obj": ((out.obj_predictions["obj"].argmax(-1) == batch["obj"]) & region, region),
+            "qa": ((out.answer_scores.argmax(-1) == ans) & (ans != -1), ans != -1),
+        }
+        return {k: (h.sum().float(), n.sum().float()) for k, (h, n) in pairs.items()}
+
+
+class PretrainTask(Task):
+    name = "pretrain"
+
+    def __init__(self, args, stage: StageConfig):
+        self.args, self.stage = args, stage
+        self.root = DataRoot(args.data_root)
+        self.config = build_config(args)
+        self.tokenizer = LXRTTokenizer(find_vocab_file(self.root.root), MAX_SEQ_LENGTH)
+        self.vocab = Vocab.of(self.tokenizer)
+        self.answers = read_pretraining_answers(self.root.all_answers())
+        self.weights = torch.tensor(stage.weights())
+        self.best_valid_loss = math.inf
+        self._valid: Optional[PretrainDataset] = None
+        self.trainer = None
+
+    # ---- model ---------------------------------------------------------------------------
+    def build_model(self):
+        return build_pretraining_model(self.config, len(self.answers))
+
+    def load_weights(self, model) -> None:
+        if self.args.init:
+            load_full(model, self.args.init)
+        elif self.args.load_lxmert:
+            load_encoder(model, self.args.load_lxmert)
+        else:
+            log.info("pre-training from scratch (random initialisation)")
+
+    # ---- data ----------------------------------------------------------------------------
+    def _topk(self) -> Optional[int]:
+        return TINY_IMG_NUM if self.args.tiny else FAST_IMG_NUM if self.args.fast else None
+
+    def _dataset(self, names: str, topk: Optional[int], fixed_epoch=None) -> PretrainDataset:
+        args, stage = self.args, self.stage
+        first = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+        if not first:  # rank 0 builds the caches, the others then read them
+            dist.barrier()
+        data = load_corpus(self.root, names, self.tokenizer, self.answers, topk,
+                           cache_dir=args.pretrain_cache, feature_cache=args.feature_cache,
+                           fp16=args.fp16_features)
+        sentences = select_sentences(data.corpus, stage.sentence_sources)
+        neighbors = phrases = None
+        if stage.has("itm_hs"):
+            path = data.cache_dir / f"neighbors-{data.key}-k{stage.hard_negative_k}.npy"
+            neighbors = N.load_or_compute(path, data.corpus, data.stores, stage.hard_negative_k)
+        if stage.text_unit == "phrase":
+            phrases = phrase_table(data, sentences, self.vocab)
+        if first and dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        return PretrainDataset(data, stage, self.vocab, args.seed, sentences, MAX_SEQ_LENGTH,
+                               neighbors, phrases, fixed_epoch)
+
+    def train_dataset(self):
+        return self._dataset(self.args.train, self._topk())
+
+    def valid_dataset(self) -> PretrainDataset:
+        if self._valid is None:  # the same masks every epoch: losses comparable over epochs
+            topk = min(self.stage.valid_images, self._topk() or self.stage.valid_images)
+            self._valid = self._dataset(self.args.valid, topk, fixed_epoch=0)
+        return self._valid
+
+    # ---- loss ----------------------------------------------------------------------------
+    def forward(self, model, batch: dict):
+        labels, present = build_labels(batch, self.config.vocab_size)
+        out = model(batch["input_ids"], batch["token_position"], batch["input_mask"],
+                    batch["feats"], batch["boxes"], labels=labels)
+        losses = out.losses[0].float()
+        weights = self.weights.to(losses.device) * present
+        return out, losses, present, (losses * weights).sum()
+
+    def compute_loss(self, model, batch):
+        out, losses, present, loss = self.forward(model, batch)
+        stats = {f"loss_{n}": losses[k].detach() * present[k] for k, n in enumerate(LOSS_NAMES)}
+        stats.update({f"batches_{n}": present[k] for k, n in enumerate(LOSS_NAMES)})
+        for name, (hits, count) in hits_and_counts(out, batch).items():
+            stats[f"hits_{name}"], stats[f"count_{name}"] = hits, count
+        return loss, stats
+
+    def _summary(self, stats: dict) -> dict:
+        """Mean loss per task over the batches that had its labels, and accuracies."""
+        out = {}
+        for k, name in enumerate(LOSS_NAMES):
+            if self.stage.weights()[k] > 0:
+                n = float(stats[f"batches_{name}"])
+                out[f"{name}_loss"] = float(stats[f"loss_{name}"]) / n if n else float("nan")
+        for name in ACCURACIES:
+            n = float(stats[f"count_{name}"])
+            if n and self._scored(name):
+                out[f"{name}_acc"] = float(stats[f"hits_{name}"]) / n
+        return out
+
+    def _scored(self, name: str) -> bool:
+        task = {"mlm": "mlm", "itm": "itm", "qa": "qa"}.get(name)
+        if task is not None:
+            return self.stage.has(task)
+        return self.stage.has("obj") or self.stage.has("ifrs")
+
+    def epoch_metrics(self, stats: dict, samples: int) -> dict:
+        return self._summary(stats)
+
+    # ---- validation ----------------------------------------------------------------------
+    def evaluate(self, trainer, model, split: str) -> EvalResult:
+        dataset = self.valid_dataset() if split == self.args.valid else \
+            self._dataset(split, min(self.stage.valid_images, self._topk() or 10 ** 9), 0)
+
+        def step(m, batch):
+            out, losses, present, loss = self.forward(m, batch)
+            b = batch["input_ids"].shape[0]
+            counts = hits_and_counts(out, batch)
+            row = torch.cat([torch.ones(1, device=loss.device), loss[None], losses * present,
+                             present, torch.stack([v for pair in counts.values() for v in pair])])
+            return {"batch": row[None].expand(b, -1) / b}  # summed over items: the row once
+
+        totals = trainer.predict(model, dataset, step, desc=f"valid {split}")["batch"]
+        totals = totals.double().sum(0)
+        k = len(LOSS_NAMES)
+        stats = {"loss_" + n: totals[2 + i] for i, n in enumerate(LOSS_NAMES)}
+        stats.update({"batches_" + n: totals[2 + k + i] for i, n in enumerate(LOSS_NAMES)})
+        for i, name in enumerate(ACCURACIES):
+            stats[f"hits_{name}"] = totals[2 + 2 * k + 2 * i]
+            stats[f"count_{name}"] = totals[3 + 2 * k + 2 * i]
+        valid_loss = float(totals[1] / totals[0].clamp(min=1))  # mean over batches, as LXMERT
+        metrics = {"loss": valid_loss, **self._summary(stats)}
+        log.info("valid %s: loss %.4f %s", split, valid_loss,
+                 " ".join(f"{a} {b:.4f}" for a, b in metrics.items() if a != "loss"))
+        return EvalResult(score=-valid_loss, metrics=metrics)
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def on_epoch_end(self, trainer, model, epoch: int, result: Optional[EvalResult]) -> None:
+        if not trainer.is_main:
+            return
+        out = Path(trainer.output)
+        best_file = out / "BEST_EVAL_LOSS.json"
+        if math.isinf(self.best_valid_loss) and best_file.is_file():  # after --resume
+            self.best_valid_loss = json.loads(best_file.read_text())["valid_loss"]
+        state = authors_state_dict(model, self.config)
+        atomic_torch_save(state, out / f"Epoch{epoch:02d}_LXRT.pth")
+        atomic_torch_save(state, out / "LAST_LXRT.pth")
+        if result is not None and -result.score < self.best_valid_loss:
+            self.best_valid_loss = -result.score
+            atomic_torch_save(state, out / "BEST_EVAL_LOSS_LXRT.pth")
+            atomic_write_json(best_file, {"epoch": epoch, "valid_loss": self.best_valid_loss})
+            log.info("epoch %d: lowest validation loss so far (%.4f): BEST_EVAL_LOSS_LXRT.pth",
+                     epoch, self.best_valid_loss)
