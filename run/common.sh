@@ -6,17 +6,29 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="$REPO_ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM=false
 
+# Several machines: set NNODES (>1), NODE_RANK, MASTER_ADDR and MASTER_PORT on each and give
+# every machine the same GPU list; the global batch is split over all processes.
+rendezvous() {
+    if (( ${NNODES:-1} > 1 )); then
+        echo "--nnodes=$NNODES --node_rank=${NODE_RANK:?set NODE_RANK (0..NNODES-1)}" \
+             "--master_addr=${MASTER_ADDR:?set MASTER_ADDR} --master_port=${MASTER_PORT:-29500}"
+    else
+        echo "--standalone"
+    fi
+}
+
 launch() {
     local devices=$1; shift
     local module=$1; shift
     if [[ "$devices" == "cpu" ]]; then
         python -m "$module" --device cpu "$@"
-    elif [[ "$devices" =~ ^[0-9]+$ ]]; then
+    elif [[ "$devices" =~ ^[0-9]+$ ]] && (( ${NNODES:-1} <= 1 )); then
         CUDA_VISIBLE_DEVICES="$devices" python -m "$module" --device cuda "$@"
-    elif [[ "$devices" =~ ^[0-9]+(,[0-9]+)+$ ]]; then
+    elif [[ "$devices" =~ ^[0-9]+(,[0-9]+)*$ ]]; then
         local n
         n=$(tr ',' '\n' <<< "$devices" | wc -l)
-        CUDA_VISIBLE_DEVICES="$devices" torchrun --standalone --nproc_per_node="$n" \
+        # shellcheck disable=SC2046  # the rendezvous flags are separate words
+        CUDA_VISIBLE_DEVICES="$devices" torchrun $(rendezvous) --nproc_per_node="$n" \
             -m "$module" --device cuda "$@"
     else
         echo "first argument must be a GPU id (0), a list of GPU ids (0,1,2,3) or cpu;" \

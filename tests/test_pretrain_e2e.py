@@ -1,0 +1,124 @@
+"""Pre-training end to end through main(argv) on generated data: the three MSP stages chained,
+exact resume in the middle of a stage, fine-tuning VQA from the result, and --gradAccum."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from generated import make_root
+from lxrt.config import LXRTConfig
+from lxrt.modeling import LXRTPretraining
+from tasks.pretrain.main import main as pretrain_main
+from tasks.pretrain.model import load_full
+
+CONFIGS = Path(__file__).resolve().parents[1] / "run" / "configs"
+STAGES = ("token", "phrase", "sentence")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_root(tmp_path_factory.mktemp("pretrain_e2e"), images=16, dim=32,
+                     no_dropout=True)
+
+
+def flags(root: Path, output: Path, stage: str, *extra) -> list[str]:
+    return ["--stage", str(CONFIGS / "msp" / f"{stage}.json"), "--dataRoot", str(root),
+            "--modelConfig", str(root / "bert_config_nodrop.json"), "--device", "cpu",
+            "--numWorkers", "0", "--output", str(output), "--train", "mscoco_nominival",
+            "--valid", "mscoco_minival", "--batchSize", "8", "--epochs", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def chain(root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("msp")
+    init: list[str] = []
+    for stage in STAGES:
+        pretrain_main(flags(root, out / stage, stage, *init))
+        init = ["--init", str(out / stage / "LAST")]
+    return out
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("stage, losses", [
+    ("token", {"mlm_loss", "obj_loss", "attr_loss", "feat_loss"}),
+    ("phrase", {"mlm_loss", "topic_loss", "obj_loss", "attr_loss", "feat_loss"}),
+    ("sentence", {"mlm_loss", "topic_loss", "matched_loss", "obj_loss", "attr_loss",
+                  "feat_loss", "qa_loss"}),
+])
+def test_each_stage_writes_checkpoints_and_per_task_figures(chain, stage, losses):
+    out = chain / stage
+    for name in ("Epoch00_LXRT.pth", "LAST_LXRT.pth", "BEST_EVAL_LOSS_LXRT.pth"):
+        assert (out / name).is_file(), name
+    record = records(out / "metrics.jsonl")[-1]
+    assert {k for k in record["train"] if k.endswith("_loss")} == losses
+    assert all(math.isfinite(v) for v in record["train"].values())
+    assert math.isfinite(record["valid"]["loss"]) and record["best"] == -record["valid"]["loss"]
+    assert "mlm_acc" in record["train"] and ("itm_acc" in record["train"]) == (stage == "sentence")
+    state = torch.load(out / "LAST_LXRT.pth", map_location="cpu", weights_only=True)
+    assert state["bert.embeddings.word_embeddings.weight"].shape[0] == \
+        state["bert.word_embeddings.weight"].shape[0]  # the authors' visual-[CLS] table
+
+
+def test_stages_chain_from_the_previous_last_weights(chain, root):
+    config = LXRTConfig.from_json_file(root / "bert_config_nodrop.json")
+    model = LXRTPretraining(config)
+    load_full(model, chain / "token" / "LAST")  # strict: every key, every shape
+    log = (chain / "phrase" / "log.txt").read_text()
+    assert "pre-training model:" in log and str(chain / "token" / "LAST_LXRT.pth") in log
+    token = torch.load(chain / "token" / "LAST_LXRT.pth", weights_only=True)
+    phrase = torch.load(chain / "phrase" / "LAST_LXRT.pth", weights_only=True)
+    assert token.keys() == phrase.keys()
+    assert not torch.equal(token["cls.seq_relationship_new.weight"],
+                           phrase["cls.seq_relationship_new.weight"])  # TITP trained it
+
+
+def test_vqa_fine_tunes_from_the_pretrained_checkpoint(chain, root, tmp_path):
+    from tasks.vqa.main import main as vqa_main
+    summary = vqa_main(["--dataRoot", str(root), "--modelConfig",
+                        str(root / "bert_config_nodrop.json"), "--device", "cpu",
+                        "--numWorkers", "0", "--output", str(tmp_path / "vqa"),
+                        "--loadLXMERTQA", str(chain / "sentence" / "BEST_EVAL_LOSS"),
+                        "--train", "train", "--valid", "minival", "--batchSize", "16",
+                        "--epochs", "1"])
+    assert summary["best"] is not None
+    log = (tmp_path / "vqa" / "log.txt").read_text()
+    assert "BEST_EVAL_LOSS_LXRT.pth" in log
+
+
+def test_resume_in_the_middle_of_a_stage_is_exact(root, tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    pretrain_main(flags(root, full, "sentence", "--epochs", "2"))
+    pretrain_main(flags(root, cut, "sentence", "--epochs", "2", "--stopAfterSteps", "12"))
+    assert not (cut / "Epoch01_LXRT.pth").exists()
+    pretrain_main(flags(root, cut, "sentence", "--epochs", "2", "--resume"))
+    a = torch.load(full / "LAST_LXRT.pth", weights_only=True)
+    b = torch.load(cut / "LAST_LXRT.pth", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = records(full / "metrics.jsonl"), records(cut / "metrics.jsonl")
+    assert ra[-1]["valid"] == rb[-1]["valid"]
+    assert (cut / "BEST_EVAL_LOSS_LXRT.pth").is_file()
+
+
+def test_grad_accumulation_matches_the_full_batch(root, tmp_path):
+    """VQA's loss is a per-example mean, so two accumulated halves equal one full batch."""
+    from tasks.vqa.main import main as vqa_main
+
+    def run(name, *extra):
+        vqa_main(["--dataRoot", str(root), "--modelConfig", str(root / "bert_config_nodrop.json"),
+                  "--loadLXMERT", str(root / "model"), "--device", "cpu", "--numWorkers", "0",
+                  "--output", str(tmp_path / name), "--train", "train", "--valid", "",
+                  "--batchSize", "16", "--epochs", "1", "--stopAfterSteps", "2",
+                  "--no-trimPadding", *extra])
+        return torch.load(tmp_path / name / "resume.pth", weights_only=False)
+
+    one, two = run("accum1"), run("accum2", "--gradAccum", "2")
+    assert one["global_step"] == two["global_step"] == 2
+    for key, value in one["model"].items():
+        assert torch.allclose(value, two["model"][key], atol=1e-5, rtol=1e-4), key
