@@ -84,6 +84,7 @@ def test_corpus_answers_are_normalised_and_unknown_ones_dropped(tmp_path, setup)
     assert len(c.answers(0)[0]) == 0 and len(c.answers(2)[0]) == 0
     assert not c.is_qa(0) and c.is_qa(1)
     again = load_corpus(DataRoot(tmp_path), "mscoco_train", tok, answers)  # from the cache
+    assert isinstance(again.corpus.piece_ids, np.memmap)  # shared, not a per-process copy
     assert np.array_equal(again.corpus.piece_ids, c.piece_ids)
 
 
@@ -179,6 +180,8 @@ def test_object_masking_rates_and_80_10_10(setup):
         sel = item["feat_mask"].numpy() > 0
         feats, orig = item["feats"].numpy(), item["feat"].numpy()
         assert np.array_equal(feats[~sel], orig[~sel])
+        # LXMERT weights obj/attr by the detector's confidence on every region
+        assert (item["obj_conf"].numpy() > 0).all() and (item["attr_conf"].numpy() > 0).all()
         chosen += sel.sum()
         zero += (feats[sel] == 0).all(1).sum()
         kept += (feats[sel] == orig[sel]).all(1).sum()
@@ -369,3 +372,17 @@ def test_easyvqa_corpus_uses_train_images_only(tmp_path):
         assert r["sentf"]["easyvqa_caption"][0] == "A teal circle."
         assert r["labelf"]["easyvqa"] == [{"teal": 1.0}, {"circle": 1.0}, {"no": 1.0}]
     assert seen == train_ids
+
+
+def test_tasks_flag_overrides_the_stage_and_bad_stages_stop_main(tmp_path):
+    from tasks.pretrain.main import build_parser, resolve_stage
+    args = build_parser().parse_args(["--tasks", "mlm,itm"])
+    stage = resolve_stage(args)
+    assert stage.tasks == ["mlm", "itm"] and args.batch_size == 256 and args.lr == 1e-4
+    assert args.epochs == 20 and args.warmup == 0.05 and args.clip_norm == 1.0
+    args = build_parser().parse_args(["--tasks", "mlm,nsp"])
+    with pytest.raises(SystemExit, match="--tasks.*nsp"):
+        resolve_stage(args)
+    args = build_parser().parse_args(["--stage", str(tmp_path / "missing.json")])
+    with pytest.raises(SystemExit, match="missing.json"):
+        resolve_stage(args)

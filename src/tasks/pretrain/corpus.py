@@ -8,7 +8,8 @@ DataLoader worker as reference counts touch them), the corpus is a handful of ar
 every sentence tokenized once (pieces + word-level positions, concatenated, with offsets),
 its image and source, and the QA answers (ids into LXMERT's 9,500-answer table, normalised
 as the fine-tuning answer surgery does, answers outside the table dropped). The arrays are
-saved as an .npz next to the data (no pickle) and reused while the inputs are unchanged.
+saved next to the data as .npy files (no pickle), memory-mapped by every process and
+worker, and reused while the inputs are unchanged.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -26,7 +28,7 @@ from lxrt.loading import convert_answer
 
 log = logging.getLogger("lxrt")
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 TOKENIZE_CHUNK = 65536
 
 
@@ -130,16 +132,27 @@ class Corpus:
         return self.sources[self.sent_source[s]] in self.qa_sources
 
     def save(self, path: Path) -> None:
-        meta = json.dumps({"sources": self.sources, "qa_sources": self.qa_sources})
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, meta=np.array(meta), **{k: getattr(self, k) for k in self.ARRAYS})
-        os.replace(tmp, path)
+        """A directory of .npy files (no pickle) plus meta.json, written under a temporary
+        name and renamed, so a reader never sees half of it."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for key in self.ARRAYS:
+            np.save(tmp / f"{key}.npy", getattr(self, key))
+        (tmp / "meta.json").write_text(json.dumps(
+            {"version": CACHE_VERSION, "sources": self.sources, "qa_sources": self.qa_sources}))
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process saved it first
+            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def load(cls, path: Path) -> "Corpus":
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            return cls(meta["sources"], meta["qa_sources"], **{k: z[k] for k in cls.ARRAYS})
+        """Memory-mapped: every process and DataLoader worker shares one page cache."""
+        meta = json.loads((path / "meta.json").read_text())
+        arrays = {k: np.load(path / f"{k}.npy", mmap_mode="r", allow_pickle=False)
+                  for k in cls.ARRAYS}
+        return cls(meta["sources"], meta["qa_sources"], **arrays)
 
 
 class _Builder:
@@ -263,7 +276,7 @@ def cache_key(files: Sequence[Path], extra: dict) -> str:
 
 def cached(path: Optional[Path], build, what: str):
     """Load the Corpus at `path`, or build and save it (atomically; any process may)."""
-    if path is not None and path.is_file():
+    if path is not None and (path / "meta.json").is_file():
         try:
             corpus = Corpus.load(path)
             log.info("%s: flattened index from %s", what, path)

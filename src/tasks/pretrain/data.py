@@ -7,6 +7,7 @@ an example does not depend on the worker that builds it or on the number of work
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ def load_corpus(root: DataRoot, names: str, tokenizer, answers, topk: Optional[i
                 lookup[record["img_id"]] = (owner, stores[owner].index_of(record["img_id"]))
         return build_corpus(records, lookup.get, tokenizer, answers, what)
 
-    corpus = cached(cache_dir / f"corpus-{key}.npz", build, what)
+    corpus = cached(cache_dir / f"corpus-{key}", build, what)
     log.info("%s: %d images, %d sentences (%s)", what, corpus.num_images,
              corpus.num_sentences, ", ".join(corpus.sources))
     return CorpusData(corpus, stores, cache_dir, key)
@@ -105,8 +106,8 @@ def select_sentences(corpus: Corpus, sources: Optional[list]) -> np.ndarray:
         return np.arange(corpus.num_sentences, dtype=np.int64)
     unknown = [s for s in sources if s not in corpus.sources]
     if unknown:
-        log.warning("sentence sources %s are not in the corpus (it has %s)", unknown,
-                    corpus.sources)
+        log.info("sentence sources %s are not in this corpus (it has %s)", unknown,
+                 corpus.sources)
     ids = [i for i, name in enumerate(corpus.sources) if name in sources]
     return np.flatnonzero(np.isin(corpus.sent_source, ids)).astype(np.int64)
 
@@ -117,7 +118,8 @@ def phrase_table(data: CorpusData, sentences: np.ndarray, vocab: "Vocab",
     bounds [M, 2] int16 piece indices). Cached next to the corpus index."""
     corpus = data.corpus
     chunker = chunker or T.NounChunker()
-    path = data.cache_dir / f"phrases-{data.key}-{chunker.name.replace(':', '_')}.npz"
+    which = hashlib.sha1(np.ascontiguousarray(sentences, dtype=np.int64).tobytes()).hexdigest()[:8]
+    path = data.cache_dir / f"phrases-{data.key}-{which}-{chunker.name.replace(':', '_')}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as z:
             if len(z["offsets"]) == corpus.num_sentences + 1:

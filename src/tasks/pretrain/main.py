@@ -38,6 +38,9 @@ def build_parser():
     add(g, "--pretrainCache", dest="pretrain_cache", default=None,
         help="where the flattened corpus index, noun chunks and nearest images are cached "
              "(default: DATA/lxmert/pretrain_index)")
+    add(g, "--prepareOnly", dest="prepare_only", action="store_true",
+        help="build the caches (corpus index, noun chunks, nearest images) and exit; the "
+             "multi-GPU launchers run this once before starting the processes")
     add(g, "--tasks", default=None,
         help="comma-separated tasks overriding the stage's (mlm,obj,ifrs,itm,itm_hs,qa,topic)")
     return p
@@ -67,7 +70,22 @@ def main(argv=None) -> dict:
     if args.init and args.load_lxmert:
         raise SystemExit("--init (all weights) and --loadLXMERT (encoder only) exclude each other")
     log.info("stage %s: %s", stage.name, stage.to_dict())
-    return run_task(args, PretrainTask(args, stage), argv)
+    task = PretrainTask(args, stage)
+    if args.prepare_only:
+        return prepare(task, args)
+    return run_task(args, task, argv)
+
+
+def prepare(task: PretrainTask, args) -> dict:
+    """Build every cache the run will read, in this one process."""
+    from tasks.common.trainer import setup_logging
+    setup_logging(None, True)
+    train = task.train_dataset() if args.train else None
+    valid = task.valid_dataset() if args.valid else None
+    summary = {"train_examples": len(train) if train is not None else 0,
+               "valid_examples": len(valid) if valid is not None else 0}
+    log.info("caches ready: %s", summary)
+    return summary
 
 
 if __name__ == "__main__":
