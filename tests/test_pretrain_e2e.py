@@ -122,3 +122,27 @@ def test_grad_accumulation_matches_the_full_batch(root, tmp_path):
     assert one["global_step"] == two["global_step"] == 2
     for key, value in one["model"].items():
         assert torch.allclose(value, two["model"][key], atol=1e-5, rtol=1e-4), key
+
+
+def test_msp_launcher_chains_the_three_stages(root, tmp_path):
+    import os
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo / "src"))
+    cmd = ["bash", str(repo / "run" / "msp_pretrain.bash"), "cpu", "m", "--dataRoot", str(root),
+           "--modelConfig", str(root / "bert_config_nodrop.json"), "--numWorkers", "0",
+           "--train", "mscoco_nominival", "--valid", "mscoco_minival", "--batchSize", "8",
+           "--epochs", "1", "--seed", "1"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "snap" / "pretrain" / "m"
+    for stage in STAGES:
+        assert (out / stage / "LAST_LXRT.pth").is_file() and (out / stage / "stage_done").is_file()
+    for stage, init in (("phrase", "token"), ("sentence", "phrase")):
+        info = json.loads((out / stage / "run_info.json").read_text())
+        assert info["args"]["init"] == f"snap/pretrain/m/{init}/LAST"
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0 and again.stdout.count("already finished") == 3
