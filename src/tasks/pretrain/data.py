@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -127,7 +128,7 @@ def phrase_table(data: CorpusData, sentences: np.ndarray, vocab: "Vocab",
     wanted = np.zeros(corpus.num_sentences, dtype=bool)
     wanted[sentences] = True
     counts = np.zeros(corpus.num_sentences, dtype=np.int64)
-    bounds = []
+    parts = []  # one [n, 2] array per batch of sentences
     todo = np.flatnonzero(wanted)
     for start in range(0, len(todo), 8192):
         batch = todo[start:start + 8192]
@@ -136,14 +137,16 @@ def phrase_table(data: CorpusData, sentences: np.ndarray, vocab: "Vocab",
             ids, _ = corpus.pieces(int(s))
             words.append(T.words_of(ids, vocab.continuation, vocab.id_to_token))
             starts.append(list(T.word_starts(ids, vocab.continuation)) + [len(ids)])
-        for s, spans, st in zip(batch, chunker(words), starts):
+        spans_of = chunker(words)
+        for s, spans in zip(batch, spans_of):
             counts[s] = len(spans)
-            bounds += [(st[a], st[b]) for a, b in spans]
+        parts.append(np.asarray([(st[a], st[b]) for spans, st in zip(spans_of, starts)
+                                 for a, b in spans], dtype=np.int16).reshape(-1, 2))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    bounds = np.asarray(bounds, dtype=np.int16).reshape(-1, 2)
+    bounds = np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int16)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
         np.savez(tmp, offsets=offsets, bounds=bounds)
         tmp.replace(path)
     except OSError as err:
@@ -292,8 +295,8 @@ class PretrainDataset(Dataset):
 
     def visual(self, image: int, rng) -> dict:
         row, st = self.image_row(image), self.stage
-        feats = row.features.astype(np.float32)
-        boxes = row.boxes.astype(np.float32).copy()
+        feats = row.features.astype(np.float32, copy=False)  # get_row returned a copy
+        boxes = row.boxes.astype(np.float32)
         boxes[:, (0, 2)] /= row.img_w
         boxes[:, (1, 3)] /= row.img_h
         n = len(feats)
