@@ -286,7 +286,7 @@ def test_topic_labels_are_exactly_the_content_pieces(setup):
 
 def test_phrases_are_noun_chunks_with_their_own_positions(setup):
     ds = dataset(setup, tasks=["mlm", "topic"], text_unit="phrase", phrase_prob=1.0,
-                 sentence_sources=["mscoco", "vg"])
+                 sentence_sources=["captions"])
     assert set(ds.corpus.sources[k] for k in ds.corpus.sent_source[ds.sentences]) == {"mscoco", "vg"}
     shorter = 0
     for i in range(len(ds)):
@@ -372,6 +372,10 @@ def test_easyvqa_corpus_uses_train_images_only(tmp_path):
         assert r["sentf"]["easyvqa_caption"][0] == "A teal circle."
         assert r["labelf"]["easyvqa"] == [{"teal": 1.0}, {"circle": 1.0}, {"no": 1.0}]
     assert seen == train_ids
+    small = json.loads((tmp_path / "easyvqa" / "train_small.json").read_text())
+    small_ids = {d["img_id"] for d in small}
+    assert counts["train_small_images"] == len(small_ids) == 4 and small_ids <= train_ids
+    assert len(small) == 3 * len(small_ids)
 
 
 def test_tasks_flag_overrides_the_stage_and_bad_stages_stop_main(tmp_path):

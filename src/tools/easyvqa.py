@@ -23,7 +23,9 @@ Writes, under the data root:
   "labelf": {"easyvqa": [{answer: 1.0}, ...]}}``) built from the *train* split only: a few
   short captions composed from each image's shape and colour (read off its answered
   questions) and its questions as a QA source. ``valid`` and ``test`` images never enter it;
-  a fixed 5% of the train images form ``easyvqa_minival`` (the validation loss).
+  a fixed 5% of the train images form ``easyvqa_minival`` (the validation loss). Also
+  ``easyvqa/train_small.json``: the questions of a fixed 10% of the train images
+  (``--small-fraction``), for fine-tuning on few labels after pre-training.
 * ``easyvqa/done.json``: a marker with the settings, counts and file sizes, written last.  When it
   matches the requested settings and every file is present with its recorded size, the command
   does nothing (``--force`` converts again).
@@ -259,10 +261,15 @@ def pretraining_records(train: list[dict]) -> list[dict]:
             for img, ds in sorted(by_image.items())]
 
 
-def write_pretraining_corpus(data_root="data", verbose: bool = True) -> dict:
-    """lxmert/easyvqa_{train,minival}.json from easyvqa/train.json (never valid or test)."""
+def write_pretraining_corpus(data_root="data", verbose: bool = True,
+                             small_fraction: float = 0.1) -> dict:
+    """lxmert/easyvqa_{train,minival}.json from easyvqa/train.json (never valid or test), and
+    easyvqa/train_small.json with the questions of `small_fraction` of the train images."""
     data_root = Path(data_root)
     train = json.loads(_paths(data_root)["train"].read_text())
+    small = set(split_train_images([d["img_id"] for d in train], small_fraction)[1])
+    _write_json(data_root / "easyvqa" / "train_small.json",
+                [d for d in train if d["img_id"] in small])
     records = pretraining_records(train)
     held_out = set(split_train_images([r["img_id"] for r in records],
                                       PRETRAIN_MINIVAL_FRACTION)[1])
@@ -273,6 +280,7 @@ def write_pretraining_corpus(data_root="data", verbose: bool = True) -> dict:
     for name, part in parts.items():
         _write_json(out / f"{name}.json", part)
     counts = {name: len(part) for name, part in parts.items()}
+    counts["train_small_images"] = len(small)
     if verbose:
         print(f"easy-VQA pre-training corpus under {out}: {counts} images (train split only)")
     return counts
@@ -293,11 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretraining", action="store_true",
                     help="also write the pre-training corpus lxmert/easyvqa_{train,minival}.json "
                          "(train images only)")
+    ap.add_argument("--small-fraction", type=float, default=0.1,
+                    help="with --pretraining: share of the train images whose questions form "
+                         "easyvqa/train_small.json")
     args = ap.parse_args(argv)
     convert(args.data_root, args.grid, args.dim, args.force, args.limit_images,
             args.valid_fraction, args.projection)
     if args.pretraining:
-        write_pretraining_corpus(args.data_root)
+        write_pretraining_corpus(args.data_root, small_fraction=args.small_fraction)
     return 0
 
 

@@ -35,7 +35,8 @@ VQA_SPLIT2NAME = {
     "test": "test2015",
 }
 # easy-VQA: the valid questions use the train images
-EASYVQA_SPLIT2NAME = {"train": "train", "valid": "train", "test": "test"}
+EASYVQA_SPLIT2NAME = {"train": "train", "valid": "train", "test": "test",
+                      "train_small": "train"}  # a fraction of train (tools.easyvqa --pretraining)
 
 QA_TASKS = ("vqa", "gqa", "easyvqa")
 

@@ -102,15 +102,24 @@ def load_corpus(root: DataRoot, names: str, tokenizer, answers, topk: Optional[i
 
 
 def select_sentences(corpus: Corpus, sources: Optional[list]) -> np.ndarray:
-    """Indices of the sentences whose source is in `sources` (None: all)."""
+    """Indices of the sentences whose source is in `sources` (None: all). Two group names:
+    "captions" (every source without answers) and "questions" (every QA source)."""
     if sources is None:
         return np.arange(corpus.num_sentences, dtype=np.int64)
-    unknown = [s for s in sources if s not in corpus.sources]
+    names = set(sources)
+    if "captions" in names:
+        names |= {s for s in corpus.sources if s not in corpus.qa_sources}
+    if "questions" in names:
+        names |= set(corpus.qa_sources)
+    unknown = [s for s in sources if s not in corpus.sources and s not in GROUPS]
     if unknown:
         log.info("sentence sources %s are not in this corpus (it has %s)", unknown,
                  corpus.sources)
-    ids = [i for i, name in enumerate(corpus.sources) if name in sources]
+    ids = [i for i, name in enumerate(corpus.sources) if name in names]
     return np.flatnonzero(np.isin(corpus.sent_source, ids)).astype(np.int64)
+
+
+GROUPS = ("captions", "questions")
 
 
 def phrase_table(data: CorpusData, sentences: np.ndarray, vocab: "Vocab",

@@ -51,7 +51,8 @@ class StageConfig:
     train: str = "mscoco_train,mscoco_nominival,vgnococo"
     valid: str = "mscoco_minival"
     valid_images: int = 5000         # first N images of the validation feature file
-    sentence_sources: Optional[list] = None  # sentf sources used (None: all)
+    sentence_sources: Optional[list] = None  # sentf sources used (None: all; "captions" /
+                                             # "questions": every caption / QA source)
     epochs: int = 20
     lr: float = 1e-4
     batch_size: int = 256
@@ -123,7 +124,7 @@ class StageConfig:
                 not isinstance(self.sentence_sources, list)
                 or not all(isinstance(s, str) for s in self.sentence_sources)):
             fail("sentence_sources", "expected null or a list of source names (mscoco, vg, "
-                                     "vqa, gqa, visual7w)")
+                                     "vqa, gqa, visual7w, or the groups captions, questions)")
         return self
 
 
