@@ -14,7 +14,7 @@ from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.paths import DataRoot
 from tasks.pretrain import neighbors as N
 from tasks.pretrain import text as T
-from tasks.pretrain.corpus import CorpusFormatError, read_corpus_json
+from tasks.pretrain.corpus import CorpusFormatError, lxmert_label, read_corpus_json
 from tasks.pretrain.data import (PretrainDataset, Vocab, load_corpus, phrase_table,
                                  select_sentences)
 from tasks.pretrain.stage import StageConfig, StageConfigError, load_stage_config
@@ -83,6 +83,10 @@ def test_corpus_answers_are_normalised_and_unknown_ones_dropped(tmp_path, setup)
     assert got == pytest.approx({"2": 0.6, "3": 0.3})
     assert len(c.answers(0)[0]) == 0 and len(c.answers(2)[0]) == 0
     assert not c.is_qa(0) and c.is_qa(1)
+    table = {a: i for i, a in enumerate(answers)}
+    assert lxmert_label({"two": 0.6, "2": 0.3}, table) == {table["2"]: 0.6}
+    assert lxmert_label({"2": 0.3, "Two": 0.6, "A dog": 1.0}, table) == {table["2"]: 0.6,
+                                                                       table["dog"]: 1.0}
     again = load_corpus(DataRoot(tmp_path), "mscoco_train", tok, answers)  # from the cache
     assert isinstance(again.corpus.piece_ids, np.memmap)  # shared, not a per-process copy
     assert np.array_equal(again.corpus.piece_ids, c.piece_ids)
@@ -390,3 +394,20 @@ def test_tasks_flag_overrides_the_stage_and_bad_stages_stop_main(tmp_path):
     args = build_parser().parse_args(["--stage", str(tmp_path / "missing.json")])
     with pytest.raises(SystemExit, match="missing.json"):
         resolve_stage(args)
+
+
+def test_validation_replaces_regions_with_training_features(setup):
+    from tasks.pretrain.main import build_parser, resolve_stage
+    from tasks.pretrain.task import PretrainTask
+    root = setup[0]
+    args = build_parser().parse_args(["--dataRoot", str(root), "--modelConfig",
+                                      str(root / "bert_config.json"), "--train", "mscoco_train",
+                                      "--valid", "mscoco_minival"])
+    task = PretrainTask(args, resolve_stage(args))
+    train = task.train_dataset()
+    valid = task.valid_dataset()
+    assert valid.feature_pool is train and valid.fixed_epoch == 0
+    train_feats = {train.image_row(int(i)).features.tobytes() for i in
+                   np.unique(train.corpus.sent_image)}
+    feat = valid.random_region_feature(np.random.default_rng(0))
+    assert any(feat.tobytes() in f for f in train_feats)

@@ -193,16 +193,25 @@ class _Builder:
         self.img_sent.append(len(self.sentences))
 
     def add_label(self, label: dict) -> None:
-        kept = {}
-        for ans, score in label.items():
-            ans_id = self.answer_ids.get(convert_answer(ans))
-            if ans_id is None:
-                self.dropped_answers += 1
-            else:
-                kept[ans_id] = kept.get(ans_id, 0.0) + float(score)
+        kept = lxmert_label(label, self.answer_ids)
+        self.dropped_answers += len(label) - len(kept)
         self.label_counts.append(len(kept))
         self.label_ans.extend(kept)
-        self.label_score.extend(kept.values())
+        self.label_score.extend(float(v) for v in kept.values())
+
+
+def lxmert_label(label: dict, answer_ids: dict) -> dict:
+    """{answer id: score} as LXMERT rewrites a label in place: each answer normalised in
+    turn; one outside the table is dropped; a renamed one replaces any entry of its new name
+    (so of "two": 0.6 and "2": 0.3 the score of "two" is kept), it is not added to it."""
+    out = dict(label)
+    for ans in list(label):
+        new = convert_answer(ans)
+        if new not in answer_ids:
+            out.pop(ans)
+        elif new != ans:
+            out[new] = out.pop(ans)
+    return {answer_ids[a]: score for a, score in out.items()}
 
 
 def tokenize_flat(tokenizer, sentences: Sequence[str]):

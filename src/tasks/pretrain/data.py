@@ -208,6 +208,9 @@ class PretrainDataset(Dataset):
         self.num_boxes = self._num_boxes()
         self.epoch = 0 if fixed_epoch is None else fixed_epoch
         self.fixed_epoch = fixed_epoch
+        # where replacement region features come from: LXMERT takes them from the training
+        # set, for validation too (set by the task)
+        self.feature_pool: "PretrainDataset" = self
 
     def _num_boxes(self) -> int:
         counts = {s.num_boxes for s in self.stores}
@@ -296,10 +299,11 @@ class PretrainDataset(Dataset):
         return row
 
     def random_region_feature(self, rng) -> np.ndarray:
-        """The feature of a random region of a random training image (LXMERT)."""
-        c = self.corpus
-        image = int(c.sent_image[self.sentences[rng.integers(len(self.sentences))]])
-        feats, _ = self.stores[int(c.img_store[image])].row(int(c.img_row[image]))
+        """The feature of a random region of the image of a random training example."""
+        pool = self.feature_pool
+        c = pool.corpus
+        image = int(c.sent_image[pool.sentences[rng.integers(len(pool.sentences))]])
+        feats, _ = pool.stores[int(c.img_store[image])].row(int(c.img_row[image]))
         return feats[rng.integers(len(feats))]
 
     def visual(self, image: int, rng) -> dict:

@@ -84,6 +84,7 @@ class PretrainTask(Task):
         self.weights = torch.tensor(stage.weights())
         self.best_valid_loss = math.inf
         self._valid: Optional[PretrainDataset] = None
+        self._train: Optional[PretrainDataset] = None
         self.trainer = None
 
     # ---- model ---------------------------------------------------------------------------
@@ -123,12 +124,15 @@ class PretrainTask(Task):
                                neighbors, phrases, fixed_epoch)
 
     def train_dataset(self):
-        return self._dataset(self.args.train, self._topk())
+        self._train = self._dataset(self.args.train, self._topk())
+        return self._train
 
     def valid_dataset(self) -> PretrainDataset:
         if self._valid is None:  # the same masks every epoch: losses comparable over epochs
             topk = min(self.stage.valid_images, self._topk() or self.stage.valid_images)
             self._valid = self._dataset(self.args.valid, topk, fixed_epoch=0)
+            if self._train is not None:  # replacement features from training images
+                self._valid.feature_pool = self._train
         return self._valid
 
     # ---- loss ----------------------------------------------------------------------------
