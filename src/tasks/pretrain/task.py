@@ -137,7 +137,7 @@ class PretrainTask(Task):
 
     # ---- loss ----------------------------------------------------------------------------
     def forward(self, model, batch: dict):
-        labels, present = build_labels(batch, self.config.vocab_size)
+        labels, present = build_labels(batch, self.config.topic_size)
         out = model(batch["input_ids"], batch["token_position"], batch["input_mask"],
                     batch["feats"], batch["boxes"], labels=labels)
         losses = out.losses[0].float()
