@@ -146,3 +146,23 @@ def test_msp_launcher_chains_the_three_stages(root, tmp_path):
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0 and again.stdout.count("already finished") == 3
+
+
+def test_two_process_ddp_with_grad_accumulation(root, tmp_path):
+    """Two processes (gloo) build the caches once (rank 0 first), split each batch, accumulate
+    gradients without all-reducing the first micro-batch, and write the checkpoints once."""
+    import os
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[1]
+    cache = tmp_path / "cache"  # fresh caches, so rank 0 really builds them
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "tasks.pretrain.main"] + flags(root, tmp_path / "ddp", "sentence",
+                                                "--gradAccum", "2", "--pretrainCache", str(cache))
+    env = dict(os.environ, PYTHONPATH=str(repo / "src"), OMP_NUM_THREADS="1")
+    done = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = records(tmp_path / "ddp" / "metrics.jsonl")[-1]
+    assert math.isfinite(record["valid"]["loss"]) and record["train"]["matched_loss"] > 0
+    assert (tmp_path / "ddp" / "BEST_EVAL_LOSS_LXRT.pth").is_file()
+    assert len(list(cache.glob("corpus-*"))) == 2  # train and valid, built once each
