@@ -411,3 +411,26 @@ def test_validation_replaces_regions_with_training_features(setup):
                    np.unique(train.corpus.sent_image)}
     feat = valid.random_region_feature(np.random.default_rng(0))
     assert any(feat.tobytes() in f for f in train_feats)
+
+
+def test_a_batch_without_mlm_or_qa_labels_gives_finite_loss_and_gradients(setup):
+    """Cross-entropy over no labelled item is NaN, and 0 x NaN too: such losses must be left
+    out for the batch, not weighted by 0."""
+    from tasks.pretrain.main import build_parser, resolve_stage
+    from tasks.pretrain.task import PretrainTask
+    root = setup[0]
+    args = build_parser().parse_args(["--dataRoot", str(root), "--modelConfig",
+                                      str(root / "bert_config.json"), "--train", "mscoco_train",
+                                      "--tasks", "mlm,obj,qa"])
+    task = PretrainTask(args, resolve_stage(args))
+    ds = dataset(setup, tasks=["obj"])  # no MLM labels, no answers
+    batch = torch.utils.data.default_collate([ds[i] for i in range(6)])
+    assert (batch["masked_lm_labels"] == -1).all() and (batch["ans"] == -1).all()
+    torch.manual_seed(0)
+    model = task.build_model()
+    loss, stats = task.compute_loss(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and stats["batches_mlm"] == 0 and stats["batches_qa"] == 0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    summary = task.epoch_metrics(stats, 6)
+    assert "mlm_loss" not in summary and "qa_loss" not in summary and "obj_loss" in summary

@@ -156,9 +156,9 @@ class PretrainTask(Task):
         """Mean loss per task over the batches that had its labels, and accuracies."""
         out = {}
         for k, name in enumerate(LOSS_NAMES):
-            if self.stage.weights()[k] > 0:
-                n = float(stats[f"batches_{name}"])
-                out[f"{name}_loss"] = float(stats[f"loss_{name}"]) / n if n else float("nan")
+            n = float(stats[f"batches_{name}"])
+            if self.stage.weights()[k] > 0 and n:  # left out when no batch had its labels
+                out[f"{name}_loss"] = float(stats[f"loss_{name}"]) / n
         for name in ACCURACIES:
             n = float(stats[f"count_{name}"])
             if n and self._scored(name):
