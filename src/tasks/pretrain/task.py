@@ -85,7 +85,6 @@ class PretrainTask(Task):
         self.best_valid_loss = math.inf
         self._valid: Optional[PretrainDataset] = None
         self._train: Optional[PretrainDataset] = None
-        self.trainer = None
 
     # ---- model ---------------------------------------------------------------------------
     def build_model(self):

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import logging
 import string
-from typing import Optional
-
 import numpy as np
 
-from lxrt.tokenization import FIRST_WORD_TAG as FIRST_WORD_POSITION
-from lxrt.tokenization import SPECIAL_POSITION
+# position ids of a sentence's first word and of [CLS]/[SEP] (used by the dataset)
+from lxrt.tokenization import FIRST_WORD_TAG as FIRST_WORD_POSITION  # noqa: F401
+from lxrt.tokenization import SPECIAL_POSITION  # noqa: F401
 
 log = logging.getLogger("lxrt")
 
