@@ -187,7 +187,7 @@ def test_load_qa_split_validation(tmp_path, root):
         load_qa_split(p)
     p = _write(tmp_path / "q.json", [{k: v for k, v in good.items() if k != "label"}])
     assert load_qa_split(p)[0]["question_id"] == 1
-    with pytest.raises(DataFormatError, match=r"item 0: missing key 'label'"):
+    with pytest.raises(DataFormatError, match=r"item 0 \(question_id 1\): missing key 'label'"):
         load_qa_split(p, require_label=True)
     (tmp_path / "bad.json").write_text("[{")
     with pytest.raises(DataFormatError, match="not valid JSON"):

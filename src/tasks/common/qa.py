@@ -111,14 +111,21 @@ class QATask(Task):
 
     def dataset(self, splits: str):
         if splits not in self._datasets:
+            # a validation split needs every label (else its score is NaN and no BEST.pth)
+            valid = self.split_name(self.args.valid or "")
+            validating = not self.args.test and splits == valid
             self._datasets[splits] = load_qa_dataset(
                 self.root, self.spec.task, splits, self.tokenizer, tiny=self.args.tiny,
                 fast=self.args.fast, cache_dir=self.args.feature_cache,
-                fp16=self.args.fp16_features, answer_table=self.answers)
+                fp16=self.args.fp16_features, answer_table=self.answers,
+                require_label=validating, feat_dim=self.config.visual_feat_dim)
         return self._datasets[splits]
 
     def train_dataset(self):
-        return self.dataset(self.args.train)
+        train = self.dataset(self.args.train)
+        if self.args.valid:  # load and check it now, not after the first epoch
+            self.dataset(self.split_name(self.args.valid))
+        return train
 
     # ---- loss and metrics -----------------------------------------------------------------
 

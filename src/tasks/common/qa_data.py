@@ -8,8 +8,8 @@ Question files are JSON lists of data (reference.md §3.1-3.2):
 """
 from __future__ import annotations
 
-import json
 import logging
+import math
 import numbers
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -17,6 +17,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from lxrt.jsonfile import read_json as _read_json
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +39,11 @@ class MissingFeaturesError(LookupError):
 
 
 def read_json(path: str | Path):
-    path = Path(path)
+    """A data file's JSON (UTF-8, a byte-order mark allowed); errors name the file."""
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            return json.load(f)
+        return _read_json(path, error=DataFormatError)
     except FileNotFoundError:
         raise FileNotFoundError(f"data file not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise DataFormatError(f"{path}: not valid JSON ({err})") from None
 
 
 def _is_int(x) -> bool:
@@ -99,10 +98,12 @@ def read_records(path: str | Path, what: str, required: Sequence[str]) -> list[d
     return data
 
 
-def load_qa_split(path: str | Path, require_label: bool = False) -> list[dict]:
+def load_qa_split(path: str | Path, require_label: bool = False,
+                  int_ids: bool = False) -> list[dict]:
     """Read and validate one question file. Each datum needs `img_id` (str), `question_id`
-    (int or str), `sent` (str) and, when present (required with `require_label`), `label`, a
-    dict answer(str) -> score(number). Errors name the file, the index and the key."""
+    (int, or with `int_ids` False a string), `sent` (str) and, when present (required with
+    `require_label`, as in a validation split), `label`, a dict answer(str) -> finite score
+    >= 0. Errors name the file, the index, the question id and the key."""
     data = read_records(path, "questions", ("img_id", "question_id", "sent"))
     for i, datum in enumerate(data):
         where = f"{path}: item {i}"
@@ -110,9 +111,13 @@ def load_qa_split(path: str | Path, require_label: bool = False) -> list[dict]:
             raise DataFormatError(f"{where}: key 'img_id' must be a non-empty string, "
                                   f"got {datum['img_id']!r}")
         qid = datum["question_id"]
+        if int_ids and not _is_int(qid):
+            raise DataFormatError(f"{where}: key 'question_id' must be an integer (the VQA "
+                                  f"test server wants int ids), got {str(qid)[:60]!r}")
         if not (_is_int(qid) or isinstance(qid, str)):
             raise DataFormatError(f"{where}: key 'question_id' must be an int or a string, "
                                   f"got {qid!r}")
+        where = f"{path}: item {i} (question_id {qid!r})"
         if not isinstance(datum["sent"], str):
             raise DataFormatError(f"{where}: key 'sent' must be a string, "
                                   f"got {type(datum['sent']).__name__}")
@@ -122,11 +127,12 @@ def load_qa_split(path: str | Path, require_label: bool = False) -> list[dict]:
                 raise DataFormatError(f"{where}: key 'label' must be an object "
                                       f"answer -> score, got {type(label).__name__}")
             for ans, score in label.items():
-                if not _is_number(score):
-                    raise DataFormatError(f"{where}: key 'label' answer {ans!r} has a "
-                                          f"non-numeric score {score!r}")
+                if not _is_number(score) or not math.isfinite(score) or score < 0:
+                    raise DataFormatError(f"{where}: key 'label' answer {ans!r} has score "
+                                          f"{score!r}; expected a finite number >= 0")
         elif require_label:
-            raise DataFormatError(f"{where}: missing key 'label' (this split must be labelled)")
+            raise DataFormatError(f"{where}: missing key 'label' (a validation split must be "
+                                  f"labelled: every question needs its answer scores)")
     return data
 
 
@@ -367,13 +373,45 @@ def stores_num_boxes(stores, default: int = 36) -> int | None:
     return counts.pop() if len(counts) == 1 and None not in counts else default
 
 
+def check_feature_dim(stores, expected: int | None) -> None:
+    """Every store's feature size must be the model's `visual_feat_dim`; checked when the
+    data is built, before the first training step fails on a shape mismatch."""
+    if expected is None:
+        return
+    for store in stores:
+        dim = getattr(store, "feat_dim", None)
+        if dim is not None and dim != expected:
+            where = getattr(store, "store_dir", "a feature store")
+            raise DataFormatError(
+                f"feature store {where} holds {dim}-d features but the model config expects "
+                f"visual_feat_dim = {expected}; use matching features or a model config "
+                f"(--modelConfig) with visual_feat_dim {dim}")
+
+
+def check_not_empty(dataset, files, subset: bool, what: str = "questions") -> None:
+    """An empty split is an error before training (else: a crash or a NaN score only after
+    a full epoch); the message says whether the file(s) or the feature subset emptied it."""
+    if len(dataset.data):
+        return
+    names = ", ".join(str(f) for f in files)
+    if subset:
+        why = (f"none of its {what} has an image among the features loaded (--tiny/--fast/"
+               f"minival read only the first rows of the feature file)")
+    else:
+        why = f"the file(s) {names} hold no {what}"
+    raise DataFormatError(f"split {dataset.split_name!r} is empty: {why}")
+
+
 def load_qa_dataset(data_root, task: str, splits, tokenizer, tiny: bool = False,
                     fast: bool = False, cache_dir=None, fp16: bool = False,
                     unknown_answer: str | None = None,
-                    answer_table: AnswerTable | None = None) -> QADataset:
+                    answer_table: AnswerTable | None = None, require_label: bool = False,
+                    feat_dim: int | None = None) -> QADataset:
     """Build the `QADataset` of `task` ('vqa', 'gqa', 'easyvqa') for comma-separated `splits`
     from a data root: question files, answer table, feature stores and subset limits.
-    `unknown_answer` defaults to "count" for VQA-like tasks and "ignore" for GQA."""
+    `unknown_answer` defaults to "count" for VQA-like tasks and "ignore" for GQA.
+    `require_label` (validation splits) makes an unlabelled question an error; `feat_dim`
+    (the model's visual_feat_dim) is checked against the stores. An empty split is an error."""
     from tasks.common.paths import DataRoot
     root = data_root if isinstance(data_root, DataRoot) else DataRoot(data_root)
     names = split_list(splits)
@@ -383,14 +421,18 @@ def load_qa_dataset(data_root, task: str, splits, tokenizer, tiny: bool = False,
         answer_table = AnswerTable(*root.answer_tables(task))
     if unknown_answer is None:
         unknown_answer = "ignore" if task == "gqa" else "count"
-    data, paths_topk = [], []
+    data, paths_topk, files = [], [], []
     subset = False
     for split in names:
-        data.extend(load_qa_split(root.qa_json(task, split)))
+        files.append(root.qa_json(task, split))
+        data.extend(load_qa_split(files[-1], require_label, int_ids=task != "gqa"))
         topk = feature_topk(split, tiny, fast, task=task)
         subset = subset or topk is not None
         paths_topk.append((root.qa_features(task, split), topk))
     stores = open_stores(paths_topk, cache_dir=cache_dir, fp16=fp16)
-    return QADataset(data, stores, tokenizer, answer_table, split_name=",".join(names),
-                     subset=subset, unknown_answer=unknown_answer,
-                     num_boxes=stores_num_boxes(stores))
+    check_feature_dim(stores, feat_dim)
+    dataset = QADataset(data, stores, tokenizer, answer_table, split_name=",".join(names),
+                        subset=subset, unknown_answer=unknown_answer,
+                        num_boxes=stores_num_boxes(stores))
+    check_not_empty(dataset, files, subset and bool(data))
+    return dataset

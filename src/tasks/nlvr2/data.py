@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tasks.common.qa_data import (DataFormatError, _ImageLookup, _is_int, _tokenize,
+                                  check_feature_dim, check_not_empty,
                                   feature_topk as _feature_topk, filter_by_features, open_stores,
                                   stores_num_boxes,
                                   read_records, split_list)
@@ -48,7 +49,8 @@ def load_nlvr2_split(path: str | Path, require_label: bool = False) -> list[dict
                 raise DataFormatError(f"{where}: key 'label' must be 0 or 1, "
                                       f"got {datum['label']!r}")
         elif require_label:
-            raise DataFormatError(f"{where}: missing key 'label' (this split must be labelled)")
+            raise DataFormatError(f"{where} (identifier {datum['identifier']!r}): missing key "
+                                  f"'label' (a validation split must be labelled)")
     return data
 
 
@@ -89,20 +91,27 @@ class NLVR2Dataset(Dataset):
 
 
 def load_nlvr2_dataset(data_root, splits, tokenizer, tiny: bool = False, fast: bool = False,
-                       cache_dir=None, fp16: bool = False) -> NLVR2Dataset:
+                       cache_dir=None, fp16: bool = False, require_label: bool = False,
+                       feat_dim: int | None = None) -> NLVR2Dataset:
     """Build the `NLVR2Dataset` for comma-separated `splits` from a data root; each split
-    reads its own `nlvr2_imgfeat/{split}_obj36.tsv`."""
+    reads its own `nlvr2_imgfeat/{split}_obj36.tsv`. `require_label` (validation splits) makes
+    an unlabelled example an error; `feat_dim` is checked against the stores; an empty split
+    is an error."""
     from tasks.common.paths import DataRoot
     root = data_root if isinstance(data_root, DataRoot) else DataRoot(data_root)
     names = split_list(splits)
     if not names:
         raise ValueError("no split given")
-    data, paths_topk, subset = [], [], False
+    data, paths_topk, files, subset = [], [], [], False
     for split in names:
-        data.extend(load_nlvr2_split(root.nlvr2_json(split)))
+        files.append(root.nlvr2_json(split))
+        data.extend(load_nlvr2_split(files[-1], require_label))
         topk = feature_topk(split, tiny, fast)
         subset = subset or topk is not None
         paths_topk.append((root.nlvr2_features(split), topk))
     stores = open_stores(paths_topk, cache_dir=cache_dir, fp16=fp16)
-    return NLVR2Dataset(data, stores, tokenizer, split_name=",".join(names), subset=subset,
-                        num_boxes=stores_num_boxes(stores))
+    check_feature_dim(stores, feat_dim)
+    dataset = NLVR2Dataset(data, stores, tokenizer, split_name=",".join(names), subset=subset,
+                           num_boxes=stores_num_boxes(stores))
+    check_not_empty(dataset, files, subset and bool(data), what="examples")
+    return dataset

@@ -143,13 +143,18 @@ class NLVR2Task(Task):
 
     def dataset(self, splits: str):
         if splits not in self._datasets:
+            validating = not self.args.test and splits == self.args.valid
             self._datasets[splits] = load_nlvr2_dataset(
                 self.root, splits, self.tokenizer, tiny=self.args.tiny, fast=self.args.fast,
-                cache_dir=self.args.feature_cache, fp16=self.args.fp16_features)
+                cache_dir=self.args.feature_cache, fp16=self.args.fp16_features,
+                require_label=validating, feat_dim=self.config.visual_feat_dim)
         return self._datasets[splits]
 
     def train_dataset(self):
-        return self.dataset(self.args.train)
+        train = self.dataset(self.args.train)
+        if self.args.valid:  # load and check it now, not after the first epoch
+            self.dataset(self.args.valid)
+        return train
 
     # ---- loss and metrics -----------------------------------------------------------------
 

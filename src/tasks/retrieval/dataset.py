@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tasks.common.paths import DataRoot
-from tasks.common.qa_data import DataFormatError, MissingFeaturesError
+from tasks.common.qa_data import DataFormatError, MissingFeaturesError, check_feature_dim
 from tasks.retrieval.data import (FlickrAnnotations, HardNegatives, load_flickr_annotations,
                                   load_hard_negatives)
 
@@ -147,6 +147,8 @@ def build_split(name: str, annotations: FlickrAnnotations, image_rows, tokens_al
     holds the tokens of every caption of the file (flat, image-major). Images without features
     are an error, or dropped (logged) when `subset` (--tiny/--fast)."""
     image_rows = np.asarray(image_rows, dtype=np.int64)
+    if image_rows.size == 0:
+        raise DataFormatError(f"split {name!r} is empty: {annotations.path} holds no images")
     keep, missing = [], []
     for r in image_rows.tolist():
         (keep if annotations.img_paths[r] in store else missing).append(r)
@@ -160,7 +162,9 @@ def build_split(name: str, annotations: FlickrAnnotations, image_rows, tokens_al
                  len(missing))
     image_rows = np.asarray(keep, dtype=np.int64)
     if image_rows.size == 0:
-        raise MissingFeaturesError(f"split {name!r}: no image has features")
+        raise MissingFeaturesError(
+            f"split {name!r} is empty: none of its {len(missing)} images has features in "
+            f"{feature_file or 'the feature store'} (--tiny/--fast read only its first rows)")
     counts = np.asarray(annotations.caption_counts, dtype=np.int64)
     file_start = np.concatenate([[0], np.cumsum(counts)])
     cap_rows = np.concatenate([np.arange(file_start[r], file_start[r + 1]) for r in image_rows])
@@ -198,8 +202,9 @@ class SplitLoader:
 
     def __init__(self, root: DataRoot, tokenizer, valid_images: int = DEFAULT_VALID_IMAGES,
                  tiny: bool = False, fast: bool = False, cache_dir=None, fp16: bool = False,
-                 hold_out_minival: bool = False):
+                 hold_out_minival: bool = False, feat_dim: Optional[int] = None):
         self.root, self.tokenizer = root, tokenizer
+        self.feat_dim = feat_dim  # the model's visual_feat_dim, checked against each store
         self.valid_images, self.tiny, self.fast = valid_images, tiny, fast
         self.cache_dir, self.fp16 = cache_dir, fp16
         self.hold_out_minival = hold_out_minival
@@ -215,9 +220,13 @@ class SplitLoader:
         if key not in self._files:
             from tasks.common.features import open_feature_store
             ann = load_flickr_annotations(json_path)
+            if ann.num_images == 0:
+                raise DataFormatError(f"{json_path} holds no images: every retrieval split "
+                                      f"needs at least one")
             tokens = tokenize_captions(self.tokenizer, ann)
             store = open_feature_store(tsv_path, cache_dir=self.cache_dir, fp16=self.fp16,
                                        topk=self.topk)
+            check_feature_dim([store], self.feat_dim)
             self._files[key] = (ann, tokens, store)
         return self._files[key]
 

@@ -53,7 +53,8 @@ class RetrievalTask(Task):
         hold_out = bool(args.train) and args.valid == "minival"
         self.splits = SplitLoader(self.root, self.tokenizer, valid_images=args.valid_images,
                                   tiny=args.tiny, fast=args.fast, cache_dir=args.feature_cache,
-                                  fp16=args.fp16_features, hold_out_minival=hold_out)
+                                  fp16=args.fp16_features, hold_out_minival=hold_out,
+                                  feat_dim=self.config.visual_feat_dim)
         self._device_splits: dict = {}
 
     # ---- model and weights ----------------------------------------------------------------
