@@ -149,7 +149,8 @@ def test_unknown_answers_ignored(root):
     questions[1]["label"] = {"never-an-answer": 1.0}
     (root / "gqa" / "extra.json").write_text(json.dumps(questions))
     try:
-        args = build_parser().parse_args(["--dataRoot", str(root)])
+        args = build_parser().parse_args(["--dataRoot", str(root), "--modelConfig",
+                                          str(root / "bert_config.json")])
         task = QATask(args, GQA_SPEC)
         dataset = task.dataset("extra")
         t0, t1 = dataset[0]["target"], dataset[1]["target"]
