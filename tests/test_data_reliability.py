@@ -179,6 +179,8 @@ def test_feature_size_differs_from_model_config(root, tokenizer):
                                               r"= 2048"):
         load_qa_dataset(root, "vqa", "minival", tokenizer, cache_dir=root / "cache",
                         feat_dim=2048)
+    with pytest.raises(DataFormatError, match=rf"holds {DIM}-d features"):
+        load_nlvr2_dataset(root, "valid", tokenizer, cache_dir=root / "cache", feat_dim=2048)
     from tasks.retrieval.dataset import SplitLoader
     loader = SplitLoader(DataRoot(root), tokenizer, cache_dir=root / "cache", feat_dim=2048)
     with pytest.raises(DataFormatError, match=rf"holds {DIM}-d features"):
@@ -220,6 +222,17 @@ def test_garbled_store_index(tmp_path, name):
     target.write_bytes(bytes(raw))
     with pytest.raises(CorruptStoreError, match=rf"feature store {store_path_for(tsv)} is "
                                                 r"corrupt .*delete the directory"):
+        open_feature_store(tsv, progress=False)
+
+
+def test_garbled_manifest_without_tsv_says_delete(tmp_path):
+    tsv = write_tsv(tmp_path / "m.tsv", _items(3))
+    store = open_feature_store(tsv, progress=False)
+    (store.store_dir / "manifest.json").write_text("{garbled")
+    open_feature_store(tsv, progress=False)  # the TSV is there: reconverted
+    (store.store_dir / "manifest.json").write_text("{garbled")
+    tsv.unlink()
+    with pytest.raises(FileNotFoundError, match=r"m\.store is incomplete or corrupt: delete it"):
         open_feature_store(tsv, progress=False)
 
 
