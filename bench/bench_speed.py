@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,15 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from lxrt.config import LXRTConfig
+from lxrt.optimization import BertAdam
+from lxrt.tokenization import LXRTTokenizer, find_vocab_file
+from tasks.common.batching import trim_text_padding
+from tasks.common.qa_model import QAModel
+from tasks.common.trainer import compile_module, mark_step_if_graphed
 
-from lxrt.config import LXRTConfig  # noqa: E402
-from lxrt.optimization import BertAdam  # noqa: E402
-from lxrt.tokenization import LXRTTokenizer, find_vocab_file  # noqa: E402
-from tasks.common.batching import trim_text_padding  # noqa: E402
-from tasks.common.qa_model import QAModel  # noqa: E402
-from tasks.common.trainer import compile_module, mark_step_if_graphed  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SIZES = {
     "full": dict(),  # bert-base sizes

@@ -10,6 +10,7 @@ evaluation after each epoch, BEST.pth on strict improvement, LAST.pth. Additions
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import math
@@ -461,9 +462,8 @@ class Trainer:
     def write_run_info(self, argv) -> None:
         if not self.is_main:
             return
-        import transformers  # noqa: F401  (versions only)
         versions = {"python": platform.python_version(), "torch": torch.__version__,
-                    "numpy": np.__version__, "transformers": transformers.__version__}
+                    "numpy": np.__version__, "tokenizers": installed_version("tokenizers")}
         info = {"argv": list(argv), "args": vars(self.args), "git_commit": git_commit(),
                 "versions": versions, "device": str(self.device),
                 "world_size": self.dist.world_size, "host": platform.node(),
@@ -473,6 +473,15 @@ class Trainer:
 
     def close(self) -> None:
         D.shutdown(self.dist)
+
+
+def installed_version(distribution: str) -> Optional[str]:
+    """The installed version of a distribution, or None when it is not installed (recorded
+    for the record only, so a missing optional package never stops a run)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def progress(iterable, desc: str, enabled: bool, total: Optional[int] = None):
