@@ -111,6 +111,12 @@ class RetrievalTask(Task):
         precision = self.args.eval_precision or trainer.precision
         return precision, (lambda: make_autocast(trainer.device, precision))
 
+    def authors_scoring_runs(self, split: str) -> int:
+        """--authorsScoring applies to the --test split; validation stays in eval mode, so
+        model selection is deterministic."""
+        runs = getattr(self.args, "authors_scoring", 0) or 0
+        return runs if split == self.args.test else 0
+
     def evaluate(self, trainer, model, split: str) -> EvalResult:
         args = self.args
         data_split = self.splits.split(split)
@@ -122,7 +128,8 @@ class RetrievalTask(Task):
         metrics, report, logits = evaluate_split(
             model, data_split, trainer.device, trainer.dist, ppf, autocast,
             args.score_function, args.direction, args.rank_method, precision,
-            progress=trainer.is_main and trainer.use_tqdm, data=self._device_splits[key])
+            progress=trainer.is_main and trainer.use_tqdm, data=self._device_splits[key],
+            authors_scoring=self.authors_scoring_runs(split), seed=args.seed)
         if split != args.test:  # validation: keep nothing big around
             del self._device_splits[key]
         score = mean_recall(report["metrics"][args.score_function],
