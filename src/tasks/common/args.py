@@ -159,15 +159,19 @@ def finish(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def full_data_for_test(args: argparse.Namespace, split: str, test_split=None) -> bool:
-    """True when `split` is the --test split and --tiny/--fast are set: it is then loaded
-    whole, as the authors (they turn both flags off before loading the test data), so a test
-    server file is never written for a cut split. Logs a warning (call it once per load).
-    `test_split`: the --test split's canonical name, when the task renames it (GQA test ->
-    submit)."""
+def subset_flags(args: argparse.Namespace, split: str, test_split=None) -> tuple[bool, bool]:
+    """(tiny, fast) to load `split` with: both off for the --test split, as the authors (they
+    turn --tiny/--fast off before loading the test data), so a test-server file is never
+    written for a cut split; the user's flags for every other split. `test_split`: the --test
+    split's canonical name when the task renames it (GQA test -> submit)."""
     test_split = test_split or args.test
-    if not (args.tiny or args.fast) or not test_split or split != test_split:
-        return False
-    log.warning("--%s does not apply to the --test split %r: it is loaded whole, as in the "
-                "authors' code", "tiny" if args.tiny else "fast", split)
-    return True
+    if test_split and split == test_split:
+        return False, False
+    return bool(args.tiny), bool(args.fast)
+
+
+def warn_if_loaded_whole(args: argparse.Namespace, split: str, tiny: bool, fast: bool) -> None:
+    """The log line for a split that `subset_flags` loads whole despite --tiny/--fast."""
+    if (args.tiny or args.fast) and not (tiny or fast):
+        log.warning("--%s does not apply to the --test split %r: it is loaded whole, as in "
+                    "the authors' code", "tiny" if args.tiny else "fast", split)

@@ -18,6 +18,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
+from tasks.common.args import subset_flags, warn_if_loaded_whole
 from tasks.common.checkpoints import atomic_write_text
 from tasks.common.paths import DataFileNotFoundError, DataRoot
 from tasks.common.qa import MAX_SEQ_LENGTH, build_config, load_task_weights
@@ -142,11 +143,14 @@ class NLVR2Task(Task):
     # ---- data -----------------------------------------------------------------------------
 
     def dataset(self, splits: str):
-        if splits not in self._datasets:
-            self._datasets[splits] = load_nlvr2_dataset(
-                self.root, splits, self.tokenizer, tiny=self.args.tiny, fast=self.args.fast,
+        tiny, fast = subset_flags(self.args, splits)
+        key = (splits, tiny, fast)  # the test split is never served from a cut copy
+        if key not in self._datasets:
+            warn_if_loaded_whole(self.args, splits, tiny, fast)
+            self._datasets[key] = load_nlvr2_dataset(
+                self.root, splits, self.tokenizer, tiny=tiny, fast=fast,
                 cache_dir=self.args.feature_cache, fp16=self.args.fp16_features)
-        return self._datasets[splits]
+        return self._datasets[key]
 
     def train_dataset(self):
         return self.dataset(self.args.train)
