@@ -102,8 +102,10 @@ class NLVR2Task(Task):
 
     def __init__(self, args):
         if args.load_lxmert_qa:
-            raise SystemExit("--loadLXMERTQA is not supported for NLVR2 (the authors' NLVR2 "
-                             "code has no pre-trained head to copy): use --loadLXMERT "
+            raise SystemExit("--loadLXMERTQA is not supported for NLVR2 (there is no "
+                             "pre-trained head for the pair classifier; the authors' code "
+                             "ignored the flag silently and started from BERT weights): use "
+                             "--loadLXMERT "
                              f"{args.load_lxmert_qa} for the pre-trained encoder, or --load for "
                              "a fine-tuned NLVR2 model")
         self.args = args
