@@ -392,3 +392,5 @@ def test_authors_scoring_flag_end_to_end(root, tmp_path):
     assert "over 2 runs (mean ± std [min, max]): R@1" in log and "# tied positives" in log
     with pytest.raises(SystemExit, match="--authorsScoring -1"):
         main(common(root, tmp_path) + ["--train", "", "--authorsScoring", "-1"])
+    with pytest.raises(SystemExit, match="--authorsScoring 2 scores the --test split"):
+        main(common(root, tmp_path) + ["--train", "", "--authorsScoring", "2"])

@@ -58,6 +58,9 @@ def build_parser():
 
 def main(argv=None) -> dict:
     args = finish(build_parser().parse_args(argv))
+    if args.authors_scoring and not args.test:
+        raise SystemExit(f"--authorsScoring {args.authors_scoring} scores the --test split: "
+                         "give --test SPLIT (validation always runs in eval mode)")
     if args.zero_shot:
         log.info("--zeroShot has no effect: the score function is --scoreFunction %s",
                  args.score_function)
