@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 
 log = logging.getLogger(__name__)
 
@@ -14,19 +15,24 @@ log = logging.getLogger(__name__)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def _kebab(flag: str) -> str:
-    out = []
-    for ch in flag:
-        out.append("-" + ch.lower() if ch.isupper() else ch)
-    return "".join(out)
+# a word boundary inside camelCase: lower/digit -> upper (loadLXMERT), or the last capital of an
+# acronym before a capitalised word (LXMERTQa would split as LXMERT-Qa)
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
-def add(parser, flag: str, **kwargs):
-    """Add `--camelCase` plus its `--kebab-case` alias when they differ."""
+def kebab(flag: str) -> str:
+    """`--batchSize` -> `--batch-size`, `--loadLXMERT` -> `--load-lxmert`,
+    `--multiGPU` -> `--multi-gpu`, `--fp16Features` -> `--fp16-features`."""
+    return _CAMEL_BOUNDARY.sub("-", flag).lower()
+
+
+def add(parser, flag: str, aliases=(), **kwargs):
+    """Add `--camelCase` plus its `--kebab-case` alias when they differ, and any `aliases`
+    (for acronym runs the rule cannot split, e.g. `--load-lxmert-qa`)."""
     names = [flag]
-    alias = _kebab(flag)
-    if alias != flag:
-        names.append(alias)
+    for alias in (kebab(flag), *aliases):
+        if alias not in names:
+            names.append(alias)
     return parser.add_argument(*names, **kwargs)
 
 
@@ -58,7 +64,7 @@ def base_parser(description: str, epochs: int) -> argparse.ArgumentParser:
     add(g, "--load", default=None, help="fine-tuned task model: reads LOAD.pth")
     add(g, "--loadLXMERT", dest="load_lxmert", default=None,
         help="pre-trained encoder: P, P_LXRT.pth or the README's data/mode_LXRT.bin")
-    add(g, "--loadLXMERTQA", dest="load_lxmert_qa", default=None,
+    add(g, "--loadLXMERTQA", dest="load_lxmert_qa", default=None, aliases=("--load-lxmert-qa",),
         help="pre-trained encoder plus its QA (VQA/GQA) or ITM (retrieval) head")
     add(g, "--fromScratch", dest="from_scratch", action="store_true",
         help="random initialisation (the authors' re-init after the BERT load)")
@@ -99,12 +105,73 @@ def base_parser(description: str, epochs: int) -> argparse.ArgumentParser:
     return p
 
 
+# (dest, flag, smallest allowed value, whether the value itself is allowed, what is expected);
+# a None value (flag not given, default None) is not checked
+_NUMERIC_CHECKS = (
+    ("batch_size", "--batchSize", 1, True, "a positive number of examples"),
+    ("eval_batch_size", "--evalBatchSize", 1, True, "a positive number of examples"),
+    ("lr", "--lr", 0.0, False, "a positive learning rate"),
+    ("epochs", "--epochs", 1, True, "at least 1"),
+    ("warmup", "--warmup", 0.0, True, "a fraction of the training steps in [0, 1]"),
+    ("clip_norm", "--clipNorm", 0.0, False, "a positive gradient norm"),
+    ("seed", "--seed", 0, True, "an integer in [0, 2**32)"),
+    ("llayers", "--llayers", 0, True, "a number of layers, 0 or more"),
+    ("xlayers", "--xlayers", 0, True, "a number of layers, 0 or more"),
+    ("rlayers", "--rlayers", 0, True, "a number of layers, 0 or more"),
+    ("num_workers", "--numWorkers", 0, True, "0 (load in the main process) or more workers"),
+    ("length_buckets", "--lengthBuckets", 0, True,
+     "0 (off) or a positive number of batches"),
+    ("checkpoint_every", "--checkpointEvery", 0, True,
+     "0 (at epoch ends only) or a positive number of steps"),
+    ("stop_after_steps", "--stopAfterSteps", 0, True, "0 (off) or a positive number of steps"),
+    ("pairs_per_forward", "--pairsPerForward", 1, True, "a positive number of pairs"),
+    ("valid_images", "--validImages", 1, True, "a positive number of images"),
+    ("authors_scoring", "--authorsScoring", 0, True,
+     "0 (off, eval mode) or a positive number of scoring runs"),
+)
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    for dest, flag, lowest, inclusive, expected in _NUMERIC_CHECKS:
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        too_low = value < lowest if inclusive else value <= lowest
+        if too_low or value != value:  # NaN compares false
+            raise SystemExit(f"{flag} {value}: expected {expected}")
+    if not args.warmup <= 1.0:
+        raise SystemExit(f"--warmup {args.warmup}: expected a fraction of the training steps "
+                         f"in [0, 1]")
+    if args.seed >= 2 ** 32:
+        raise SystemExit(f"--seed {args.seed}: expected an integer in [0, 2**32)")
+
+
 def finish(args: argparse.Namespace) -> argparse.Namespace:
+    """Checks every flag's value (a clear message naming the flag and what it expects, exit
+    status 1 via SystemExit) and warns about ignored ones."""
     if args.dropout is not None:
         log.warning("--dropout %s is ignored (as in the authors' code); dropout is 0.1",
                     args.dropout)
-    if args.batch_size <= 0:
-        raise SystemExit("--batchSize must be positive")
-    if getattr(args, "length_buckets", 0) < 0:
-        raise SystemExit("--lengthBuckets must be 0 (off) or a positive number of batches")
+    _check_numbers(args)
+    if not str(args.output).strip():
+        raise SystemExit("--output '': expected a directory for the run's files "
+                         "(default snap/test)")
     return args
+
+
+def subset_flags(args: argparse.Namespace, split: str, test_split=None) -> tuple[bool, bool]:
+    """(tiny, fast) to load `split` with: both off for the --test split, as the authors (they
+    turn --tiny/--fast off before loading the test data), so a test-server file is never
+    written for a cut split; the user's flags for every other split. `test_split`: the --test
+    split's canonical name when the task renames it (GQA test -> submit)."""
+    test_split = test_split or args.test
+    if test_split and split == test_split:
+        return False, False
+    return bool(args.tiny), bool(args.fast)
+
+
+def warn_if_loaded_whole(args: argparse.Namespace, split: str, tiny: bool, fast: bool) -> None:
+    """The log line for a split that `subset_flags` loads whole despite --tiny/--fast."""
+    if (args.tiny or args.fast) and not (tiny or fast):
+        log.warning("--%s does not apply to the --test split %r: it is loaded whole, as in "
+                    "the authors' code", "tiny" if args.tiny else "fast", split)

@@ -18,6 +18,7 @@ from lxrt.config import LXRTConfig
 from lxrt.loading import load_finetuned, load_lxmert_qa, load_pretrained_encoder
 from lxrt.modeling import init_bert_weights
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
+from tasks.common.args import subset_flags, warn_if_loaded_whole
 from tasks.common.checkpoints import atomic_write_text
 from tasks.common.paths import DataRoot
 from tasks.common.qa_data import AnswerTable, load_qa_dataset
@@ -110,16 +111,20 @@ class QATask(Task):
         return self.spec.test_aliases.get(split, split)
 
     def dataset(self, splits: str):
-        if splits not in self._datasets:
+        test = self.split_name(self.args.test) if self.args.test else None
+        tiny, fast = subset_flags(self.args, splits, test)
+        key = (splits, tiny, fast)  # the test split is never served from a cut copy
+        if key not in self._datasets:
+            warn_if_loaded_whole(self.args, splits, tiny, fast)
             # a validation split needs every label (else its score is NaN and no BEST.pth)
             valid = self.split_name(self.args.valid or "")
             validating = not self.args.test and splits == valid
-            self._datasets[splits] = load_qa_dataset(
-                self.root, self.spec.task, splits, self.tokenizer, tiny=self.args.tiny,
-                fast=self.args.fast, cache_dir=self.args.feature_cache,
-                fp16=self.args.fp16_features, answer_table=self.answers,
-                require_label=validating, feat_dim=self.config.visual_feat_dim)
-        return self._datasets[splits]
+            self._datasets[key] = load_qa_dataset(
+                self.root, self.spec.task, splits, self.tokenizer, tiny=tiny, fast=fast,
+                cache_dir=self.args.feature_cache, fp16=self.args.fp16_features,
+                answer_table=self.answers, require_label=validating,
+                feat_dim=self.config.visual_feat_dim)
+        return self._datasets[key]
 
     def train_dataset(self):
         train = self.dataset(self.args.train)

@@ -10,7 +10,8 @@
 
 Result files have one `identifier,True|False` line per example, no header (True = the
 statement is true). Metrics: accuracy and consistency (share of sentences whose every image
-pair is right). `--loadLXMERTQA` is not supported, as in the authors' code.
+pair is right). `--loadLXMERTQA` is an error here (there is no pre-trained head for the pair
+classifier); the authors' code ignored it silently and started from BERT weights.
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
+from tasks.common.args import subset_flags, warn_if_loaded_whole
 from tasks.common.checkpoints import atomic_write_text
 from tasks.common.paths import DataFileNotFoundError, DataRoot
 from tasks.common.qa import MAX_SEQ_LENGTH, build_config, load_task_weights
@@ -101,8 +102,10 @@ class NLVR2Task(Task):
 
     def __init__(self, args):
         if args.load_lxmert_qa:
-            raise SystemExit("--loadLXMERTQA is not supported for NLVR2 (the authors' NLVR2 "
-                             "code has no pre-trained head to copy): use --loadLXMERT "
+            raise SystemExit("--loadLXMERTQA is not supported for NLVR2 (there is no "
+                             "pre-trained head for the pair classifier; the authors' code "
+                             "ignored the flag silently and started from BERT weights): use "
+                             "--loadLXMERT "
                              f"{args.load_lxmert_qa} for the pre-trained encoder, or --load for "
                              "a fine-tuned NLVR2 model")
         self.args = args
@@ -142,13 +145,16 @@ class NLVR2Task(Task):
     # ---- data -----------------------------------------------------------------------------
 
     def dataset(self, splits: str):
-        if splits not in self._datasets:
+        tiny, fast = subset_flags(self.args, splits)
+        key = (splits, tiny, fast)  # the test split is never served from a cut copy
+        if key not in self._datasets:
+            warn_if_loaded_whole(self.args, splits, tiny, fast)
             validating = not self.args.test and splits == self.args.valid
-            self._datasets[splits] = load_nlvr2_dataset(
-                self.root, splits, self.tokenizer, tiny=self.args.tiny, fast=self.args.fast,
+            self._datasets[key] = load_nlvr2_dataset(
+                self.root, splits, self.tokenizer, tiny=tiny, fast=fast,
                 cache_dir=self.args.feature_cache, fp16=self.args.fp16_features,
                 require_label=validating, feat_dim=self.config.visual_feat_dim)
-        return self._datasets[splits]
+        return self._datasets[key]
 
     def train_dataset(self):
         train = self.dataset(self.args.train)

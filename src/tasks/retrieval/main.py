@@ -37,9 +37,16 @@ def build_parser():
         help="(caption, image) pairs per forward in evaluation (default 4096 on GPU, 256 on CPU)")
     add(g, "--validImages", dest="valid_images", type=int, default=DEFAULT_VALID_IMAGES,
         help="images of the `minival` split carved from the train images (held out of training)")
-    add(g, "--rankMethod", dest="rank_method", default="fast", choices=["fast", "argsort"],
-        help="fast: on-device count of strictly greater scores; argsort: the authors' "
-             "np.argsort(-row) per query on the CPU (same numbers unless scores tie)")
+    add(g, "--rankMethod", dest="rank_method", default="conservative",
+        choices=["conservative", "optimistic", "argsort"],
+        help="conservative: a candidate tied with the positive counts against the query; "
+             "optimistic: only strictly greater scores count; argsort: the authors' "
+             "np.argsort(-row) per query on the CPU (ties in numpy's order). All three agree "
+             "without ties; every result reports how many positives are tied")
+    add(g, "--authorsScoring", dest="authors_scoring", type=int, default=0, metavar="N",
+        help="score the --test split N times in train mode (dropout on, seeds SEED..SEED+N-1), "
+             "as the authors' test loops did, and report the mean and spread of each R@K "
+             "(default 0: eval mode, deterministic)")
     add(g, "--evalPrecision", dest="eval_precision", default=None,
         choices=["fp32", "bf16", "fp16"], help="evaluation precision (default: --precision)")
     g.add_argument("--zeroShot", "--zero-shot", "--zero_shot", dest="zero_shot",
@@ -51,6 +58,9 @@ def build_parser():
 
 def main(argv=None) -> dict:
     args = finish(build_parser().parse_args(argv))
+    if args.authors_scoring and not args.test:
+        raise SystemExit(f"--authorsScoring {args.authors_scoring} scores the --test split: "
+                         "give --test SPLIT (validation always runs in eval mode)")
     if args.zero_shot:
         log.info("--zeroShot has no effect: the score function is --scoreFunction %s",
                  args.score_function)

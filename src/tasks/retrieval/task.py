@@ -1,4 +1,4 @@
-"""Flickr30k image/text retrieval on the shared training loop (spec §3.4-3.5, §4).
+"""Flickr30k image/text retrieval on the shared training loop.
 
 Model: `RetrievalModel` (LXMERT-S encoder + `seq_relationship_new`, raw logits).
 Weights: --loadLXMERTQA P copies the encoder and the pre-trained ITM head
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from lxrt.loading import load_itm_head
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
+from tasks.common.args import subset_flags, warn_if_loaded_whole
 from tasks.common.paths import DataRoot
 from tasks.common.precision import autocast as make_autocast
 from tasks.common.qa import MAX_SEQ_LENGTH, build_config, load_task_weights
@@ -50,12 +51,27 @@ class RetrievalTask(Task):
         self.root = DataRoot(args.data_root)
         self.config = build_config(args)
         self.tokenizer = LXRTTokenizer(find_vocab_file(self.root.root), MAX_SEQ_LENGTH)
-        hold_out = bool(args.train) and args.valid == "minival"
-        self.splits = SplitLoader(self.root, self.tokenizer, valid_images=args.valid_images,
-                                  tiny=args.tiny, fast=args.fast, cache_dir=args.feature_cache,
-                                  fp16=args.fp16_features, hold_out_minival=hold_out,
-                                  feat_dim=self.config.visual_feat_dim)
+        self.splits = self._split_loader(args.tiny, args.fast)
+        self._whole_splits = None  # the --test split's loader when --tiny/--fast cut the others
         self._device_splits: dict = {}
+
+    def _split_loader(self, tiny: bool, fast: bool) -> SplitLoader:
+        args = self.args
+        hold_out = bool(args.train) and args.valid == "minival"
+        return SplitLoader(self.root, self.tokenizer, valid_images=args.valid_images,
+                           tiny=tiny, fast=fast, cache_dir=args.feature_cache,
+                           fp16=args.fp16_features, hold_out_minival=hold_out,
+                           feat_dim=self.config.visual_feat_dim)
+
+    def split(self, name: str):
+        """The split `name`; the --test split is loaded whole even under --tiny/--fast."""
+        tiny, fast = subset_flags(self.args, name)
+        if (tiny, fast) == (self.args.tiny, self.args.fast):
+            return self.splits.split(name)
+        if self._whole_splits is None:
+            warn_if_loaded_whole(self.args, name, tiny, fast)
+            self._whole_splits = self._split_loader(tiny, fast)
+        return self._whole_splits.split(name)
 
     # ---- model and weights ----------------------------------------------------------------
 
@@ -112,9 +128,15 @@ class RetrievalTask(Task):
         precision = self.args.eval_precision or trainer.precision
         return precision, (lambda: make_autocast(trainer.device, precision))
 
+    def authors_scoring_runs(self, split: str) -> int:
+        """--authorsScoring applies to the --test split; validation stays in eval mode, so
+        model selection is deterministic."""
+        runs = getattr(self.args, "authors_scoring", 0) or 0
+        return runs if split == self.args.test else 0
+
     def evaluate(self, trainer, model, split: str) -> EvalResult:
         args = self.args
-        data_split = self.splits.split(split)
+        data_split = self.split(split)
         key = (split, str(trainer.device))
         if key not in self._device_splits:
             self._device_splits[key] = DeviceSplit(data_split, trainer.device)
@@ -123,7 +145,8 @@ class RetrievalTask(Task):
         metrics, report, logits = evaluate_split(
             model, data_split, trainer.device, trainer.dist, ppf, autocast,
             args.score_function, args.direction, args.rank_method, precision,
-            progress=trainer.is_main and trainer.use_tqdm, data=self._device_splits[key])
+            progress=trainer.is_main and trainer.use_tqdm, data=self._device_splits[key],
+            authors_scoring=self.authors_scoring_runs(split), seed=args.seed)
         if split != args.test:  # validation: keep nothing big around
             del self._device_splits[key]
         score = mean_recall(report["metrics"][args.score_function],
