@@ -75,6 +75,8 @@ def test_resume_continues_exactly(root, tmp_path):
     full_metrics = (full / "metrics.jsonl").read_text().splitlines()
     part_metrics = (part / "metrics.jsonl").read_text().splitlines()
     assert json.loads(full_metrics[-1])["valid"] == json.loads(part_metrics[-1])["valid"]
+    # the resumed epoch's Train line counts the batches done before the stop too
+    assert json.loads(full_metrics[-1])["train_score"] == json.loads(part_metrics[-1])["train_score"]
 
 
 @pytest.mark.parametrize("extra", [[], ["--lengthBuckets", "4"]], ids=["random", "bucketed"])
