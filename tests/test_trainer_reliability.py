@@ -202,6 +202,8 @@ def test_resume_with_changed_flags_stops_unless_told(root, tmp_path, caplog):
         "--train", "train,nominival", "--valid", "minival", "--batchSize", "32",
         "--lr", "2e-3", "--epochs", "1", "--resume", "--resume-changed-flags"])
     assert "changed flags" in (out / "log.txt").read_text()
+    groups = torch.load(out / "resume.pth", weights_only=True)["optimizer"]["param_groups"]
+    assert {(g["lr"], g["t_total"]) for g in groups} == {(2e-3, STEPS)}  # the new lr is used
     assert read_metrics(out / "metrics.jsonl")[-1]["epoch"] == 0
 
 
