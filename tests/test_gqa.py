@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tasks.common.qa import GQA_SPEC, QATask
+from tasks.common.run_folder import read_metrics
 from tasks.gqa.main import build_parser, main
 from tools.make_data import make_data
 
@@ -37,7 +38,7 @@ def _test(root, output, split, load):
 
 
 def _records(output):
-    return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(output / "metrics.jsonl")
 
 
 def check_gqa_result_file(path, questions, answers):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lxrt.config import LXRTConfig
+from tasks.common.run_folder import read_metrics
 from tasks.nlvr2.main import build_parser, main
 from tasks.nlvr2.model import NLVR2Model
 from tasks.nlvr2.task import (check_predictions_csv, consistency, format_predictions,
@@ -180,7 +181,7 @@ def test_train_writes_checkpoints_and_logs(trained):
     output, summary = trained
     for name in ("BEST.pth", "LAST.pth", "log.log", "metrics.jsonl", "run_info.json"):
         assert (output / name).is_file(), name
-    records = [json.loads(x) for x in (output / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(output / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0, 1]
     for r in records:
         assert r["valid"]["split"] == "valid"

@@ -95,6 +95,8 @@ def base_parser(description: str, epochs: int) -> argparse.ArgumentParser:
         help="batch sentences of similar length: sort each window of N batches by length, "
              "then shuffle the batches (0: off, the authors' random batches)")
     add(g, "--resume", action="store_true", help="continue from OUTPUT/resume.pth")
+    add(g, "--resumeChangedFlags", dest="resume_changed_flags", action="store_true",
+        help="--resume even though run-shaping flags (lr, batch, epochs, ...) changed")
     add(g, "--checkpointEvery", dest="checkpoint_every", type=int, default=0,
         help="also write the resume state every N steps (0: at epoch ends only)")
     add(g, "--stopAfterSteps", dest="stop_after_steps", type=int, default=0,

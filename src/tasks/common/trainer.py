@@ -32,8 +32,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lxrt.optimization import BertAdam
 from tasks.common import distributed as D
 from tasks.common.batching import longest_first, text_lengths, trim_text_padding
-from tasks.common.checkpoints import atomic_torch_save, atomic_write_json
+from tasks.common.checkpoints import (atomic_torch_save, atomic_write_json,
+                                      remove_stale_temporaries)
+from tasks.common.divergence import NONFINITE_CHECK_EVERY, NonFiniteLossWatch
 from tasks.common.precision import autocast, grad_scaler
+from tasks.common.resume import (check_same_run, epoch_stats_to_plain, load_resume_file,
+                                 plain_args, plain_data, rng_state, set_rng_state)
+from tasks.common.run_folder import RunLock, append_metrics, start_metrics_section
 
 log = logging.getLogger("lxrt")
 
@@ -43,6 +48,7 @@ class EvalResult:
     score: float                       # the number model selection uses (higher is better)
     metrics: dict = field(default_factory=dict)
     predictions: object = None         # whatever the task's writer needs
+    epoch: Optional[int] = None        # set on the result `Trainer.fit` returns (the best)
 
 
 class Task:
@@ -134,22 +140,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def resolve_device(requested: Optional[str]) -> torch.device:
     if requested in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -212,9 +202,21 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.output = Path(args.output)
         self.is_main = self.dist.is_main
+        self.lock = None
         if self.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
+            # before anything is written: a second run in this folder stops here
+            self.lock = RunLock(self.output).acquire()
+        try:
+            self._setup(args)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, args) -> None:
         setup_logging(self.output / "log.txt" if self.is_main else None, self.is_main)
+        if self.is_main:
+            remove_stale_temporaries(self.output)
         seed_everything(args.seed)
         self.precision = args.precision
         self.scaler = grad_scaler(self.device, self.precision)
@@ -300,9 +302,8 @@ class Trainer:
 
     # ---- training -----------------------------------------------------------------------
 
-    def fit(self, model: nn.Module, valid_split: Optional[str]) -> Optional[EvalResult]:
+    def _train_sampler(self, dataset) -> EpochSampler:
         args = self.args
-        dataset = self.task.train_dataset()
         buckets = getattr(args, "length_buckets", 0)
         lengths = text_lengths(dataset) if buckets else None
         if buckets and lengths is None:
@@ -317,6 +318,14 @@ class Trainer:
         if sampler.num_batches == 0:
             raise SystemExit(f"training set has {len(dataset)} examples, fewer than one batch "
                              f"of {args.batch_size}")
+        return sampler
+
+    def fit(self, model: nn.Module, valid_split: Optional[str]) -> Optional[EvalResult]:
+        """Train for --epochs, validating after each; returns the BEST epoch's result (its
+        `epoch` set), None without validation or when stopped early (--stopAfterSteps)."""
+        args = self.args
+        dataset = self.task.train_dataset()
+        sampler = self._train_sampler(dataset)
         t_total = sampler.num_batches * args.epochs
         optimizer = BertAdam(list(model.parameters()), lr=args.lr, warmup=args.warmup,
                              t_total=t_total)
@@ -325,38 +334,40 @@ class Trainer:
         log.info("training: %d examples, %d steps/epoch, %d epochs, t_total %d, batch %d "
                  "(%d per process)", len(dataset), sampler.num_batches, args.epochs, t_total,
                  args.batch_size, sampler.local_batch)
-        best_result = None
         for epoch in range(state["epoch"], args.epochs):
-            sampler.set_epoch(epoch, state["batch"])
-            if hasattr(dataset, "set_epoch"):  # e.g. retrieval negatives seeded per epoch
-                dataset.set_epoch(epoch)
-            loader = self._loader(dataset, sampler.local_batch, sampler=sampler,
-                                  worker_init_fn=getattr(dataset, "worker_init_fn", None),
-                                  seed=args.seed * 1000 + epoch)
-            stats, seconds, stopped = self._train_epoch(train_model, model, optimizer, loader,
-                                                        epoch, state)
-            if stopped:
-                return None
-            state["batch"] = 0
-            result = self._end_of_epoch(model, optimizer, epoch, stats, seconds, valid_split,
-                                        state)
-            best_result = result or best_result
-        return best_result
+            if state["batch"] < sampler.num_batches:
+                sampler.set_epoch(epoch, state["batch"])
+                if hasattr(dataset, "set_epoch"):  # e.g. retrieval negatives seeded per epoch
+                    dataset.set_epoch(epoch)
+                loader = self._loader(dataset, sampler.local_batch, sampler=sampler,
+                                      worker_init_fn=getattr(dataset, "worker_init_fn", None),
+                                      seed=args.seed * 1000 + epoch)
+                if self._train_epoch(train_model, model, optimizer, loader, epoch, state):
+                    return None
+            else:  # resumed from the epoch's last step: its validation is still owed
+                log.info("epoch %d: training was complete when the run stopped; running its "
+                         "validation now", epoch)
+            self._end_of_epoch(model, optimizer, epoch, valid_split, state)
+        best = state["best_result"]
+        return EvalResult(state["best"], best["metrics"], epoch=best["epoch"]) if best else None
 
-    def _train_epoch(self, train_model, model, optimizer, loader, epoch, state):
+    def _train_epoch(self, train_model, model, optimizer, loader, epoch, state) -> bool:
+        """Train `epoch` from batch state["batch"] on; True when stopped (--stopAfterSteps)."""
         args = self.args
         params = [p for p in model.parameters() if p.requires_grad]
-        stats, samples, started = {}, 0, time.time()
+        stats, samples, started = state["stats"], 0, time.time()
+        seconds_before = state["seconds"]
         first_batch = state["batch"]  # > 0 when resuming mid-epoch
-        total = len(loader)
-        bar = progress(loader, f"epoch {epoch}", self.is_main and self.use_tqdm, total=total)
-        running = torch.zeros((), device=self.device)
+        bar = progress(loader, f"epoch {epoch}", self.is_main and self.use_tqdm,
+                       total=len(loader))
+        watch = NonFiniteLossWatch(self.device)
         for i, batch in enumerate(bar):
             batch = self.to_device(batch)
             mark_step_if_graphed(args.compile)
             train_model.train()
             with self.autocast():
                 loss, step_stats = self.task.compute_loss(train_model, batch)
+            watch.update(loss, first_batch + i, batch.get("index"))
             optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -368,46 +379,53 @@ class Trainer:
                 loss.backward()
                 nn.utils.clip_grad_norm_(params, args.clip_norm)
                 optimizer.step()
-            running += loss.detach()
-            for key, value in step_stats.items():
+            for key, value in [("loss_sum", loss.detach().float()), *step_stats.items()]:
                 stats[key] = stats.get(key, 0) + value.detach()
             samples += args.batch_size
             state["global_step"] += 1
             state["batch"] = first_batch + i + 1
-            if hasattr(bar, "set_postfix") and (i + 1) % 20 == 0:  # .item() syncs: not every step
+            state["seconds"] = seconds_before + time.time() - started
+            checkpoint = bool(args.checkpoint_every
+                              and state["global_step"] % args.checkpoint_every == 0)
+            stop = bool(args.stop_after_steps and state["global_step"] >= args.stop_after_steps)
+            if checkpoint or stop or (i + 1) % NONFINITE_CHECK_EVERY == 0:
+                watch.check(self.dist, epoch, state["global_step"] - state["batch"])
+            if hasattr(bar, "set_postfix") and (i + 1) % NONFINITE_CHECK_EVERY == 0:
                 rate = samples / max(time.time() - started, 1e-9)
-                bar.set_postfix(loss=f"{running.item() / (i + 1):.4f}", samples_s=f"{rate:.0f}")
-            if args.checkpoint_every and state["global_step"] % args.checkpoint_every == 0:
+                bar.set_postfix(loss=f"{stats['loss_sum'].item() / state['batch']:.4f}",
+                                samples_s=f"{rate:.0f}")
+            if checkpoint or stop:
                 self._save_resume(model, optimizer, epoch, state)
-            if args.stop_after_steps and state["global_step"] >= args.stop_after_steps:
-                self._save_resume(model, optimizer, epoch, state)
+            if stop:
                 log.info("stopping after %d steps as asked (--stopAfterSteps); resume with "
                          "--resume", state["global_step"])
-                return stats, time.time() - started, True
-        stats["loss_sum"] = running
-        stats["steps"] = torch.tensor(float(total))
-        return stats, time.time() - started, False
+                return True
+        watch.check(self.dist, epoch, state["global_step"] - state["batch"])
+        return False
 
-    def _end_of_epoch(self, model, optimizer, epoch, stats, seconds, valid_split, state):
+    def _end_of_epoch(self, model, optimizer, epoch, valid_split, state) -> None:
+        """Log and record the finished epoch, validate, write BEST/LAST and the resume state
+        (which then points at the next epoch)."""
         args = self.args
-        steps = max(stats["steps"].item(), 1)
+        stats = state["stats"]
+        steps = max(state["batch"], 1)
         # mean over every rank's batches (each rank's loss is the mean of its local batch)
-        loss_sum = D.sum_over_ranks(self.dist, stats["loss_sum"]).item()
+        loss_sum = D.sum_over_ranks(self.dist, stats.get("loss_sum", torch.zeros(()))).item()
         train_loss = loss_sum / steps / self.dist.world_size
         samples = steps * args.batch_size  # global: every rank did `steps` local batches
-        summed = {k: D.sum_over_ranks(self.dist, v) for k, v in stats.items()
-                  if k not in ("loss_sum", "steps")}
+        summed = {k: D.sum_over_ranks(self.dist, v) for k, v in stats.items() if k != "loss_sum"}
         train_score = self.task.train_score(summed, int(samples))
+        seconds = state["seconds"]
         record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": seconds,
                   "train_samples_per_s": samples / max(seconds, 1e-9)}
         lines = [f"Epoch {epoch}: Train {train_score * 100:0.2f}" if train_score is not None
                  else f"Epoch {epoch}: Train loss {train_loss:0.4f}"]
-        result = None
         if valid_split:
             result = self.task.evaluate(self, model, valid_split)
             record["valid"] = result.metrics
             if result.score > state["best"]:
                 state["best"] = result.score
+                state["best_result"] = {"epoch": epoch, "metrics": plain_data(result.metrics)}
                 if self.is_main:
                     atomic_torch_save(model.state_dict(), self.output / "BEST.pth")
             lines += [f"Epoch {epoch}: Valid {result.score * 100:0.2f}",
@@ -415,47 +433,59 @@ class Trainer:
         if train_score is not None:
             record["train_score"] = train_score
         record["best"] = state["best"] if valid_split else None
+        record["best_epoch"] = (state["best_result"] or {}).get("epoch")
         if self.is_main:
             atomic_torch_save(model.state_dict(), self.output / "LAST.pth")
             with open(self.output / "log.log", "a") as handle:
                 handle.write("\n" + "\n".join(lines) + "\n")
-            with open(self.output / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_metrics(self.output, record)
         for line in lines:
             log.info(line)
+        state.update(batch=0, stats={}, seconds=0.0)
         self._save_resume(model, optimizer, epoch + 1, state)
-        return result
 
     # ---- resume -------------------------------------------------------------------------
 
     def _resume_state(self, model, optimizer) -> dict:
-        state = {"epoch": 0, "batch": 0, "global_step": 0, "best": -math.inf}
-        path = self.output / "resume.pth"
+        state = {"epoch": 0, "batch": 0, "global_step": 0, "best": -math.inf,
+                 "best_result": None, "stats": {}, "seconds": 0.0}
         if not self.args.resume:
             return state
-        if not path.is_file():
-            raise SystemExit(f"--resume: no resume state at {path}")
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        path = self.output / "resume.pth"
+        saved = load_resume_file(path)
+        check_same_run(path, saved.get("args"), self.args)
         model.load_state_dict(saved["model"])
+        # The optimizer's hyper-parameters come from the flags of this run (the same unless
+        # --resumeChangedFlags); its moments and step counts from the saved state.
+        current = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         optimizer.load_state_dict(saved["optimizer"])
+        for group, hyper in zip(optimizer.param_groups, current):
+            group.update(hyper)
         if self.scaler is not None and saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
-        set_rng_state(saved["rng"][min(self.dist.rank, len(saved["rng"]) - 1)])
-        state.update({k: saved[k] for k in ("epoch", "batch", "global_step", "best")})
+        ranks = saved["per_rank"]
+        mine = ranks[min(self.dist.rank, len(ranks) - 1)]
+        set_rng_state(mine["rng"])
+        state.update({k: saved[k] for k in ("epoch", "batch", "global_step", "best",
+                                             "best_result", "seconds")})
+        if len(ranks) == self.dist.world_size:  # else the partial epoch's stats cannot be split
+            state["stats"] = {k: v.to(self.device) for k, v in mine["stats"].items()}
         log.info("resumed from %s: epoch %d, batch %d, step %d, best %s", path, state["epoch"],
                  state["batch"], state["global_step"], state["best"])
         return state
 
     def _save_resume(self, model, optimizer, epoch, state) -> None:
-        rngs = D.gather_objects(self.dist, rng_state())
+        per_rank = D.gather_objects(self.dist, {"rng": rng_state(),
+                                                "stats": epoch_stats_to_plain(state["stats"])})
         if not self.is_main:
             return
         atomic_torch_save({
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rngs, "epoch": epoch, "batch": state["batch"],
+            "per_rank": per_rank, "epoch": epoch, "batch": state["batch"],
             "global_step": state["global_step"], "best": state["best"],
-            "args": vars(self.args)}, self.output / "resume.pth")
+            "best_result": state["best_result"], "seconds": state["seconds"],
+            "args": plain_args(self.args)}, self.output / "resume.pth")
 
     # ---- run info -----------------------------------------------------------------------
 
@@ -470,9 +500,12 @@ class Trainer:
                 "cuda": torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
                 else None}
         atomic_write_json(self.output / "run_info.json", info, indent=2, default=str)
+        start_metrics_section(self.output, argv, bool(self.args.resume))
 
     def close(self) -> None:
         D.shutdown(self.dist)
+        if self.lock is not None:
+            self.lock.release()
 
 
 def installed_version(distribution: str) -> Optional[str]:
@@ -521,11 +554,14 @@ def run_task(args, task: Task, argv) -> dict:
             summary["test"] = result.metrics
             log.info("test %s: %s", args.test, json.dumps(result.metrics))
             if trainer.is_main:
-                with open(trainer.output / "metrics.jsonl", "a") as handle:
-                    handle.write(json.dumps({"test": args.test, **result.metrics}) + "\n")
+                append_metrics(trainer.output, {"test": args.test, **result.metrics})
         elif args.train:
             best = trainer.fit(model, args.valid or None)
             summary["best"] = best.metrics if best is not None else None
+            summary["best_epoch"] = best.epoch if best is not None else None
+            if best is not None:
+                log.info("best epoch %d: valid %0.2f %s", best.epoch, best.score * 100,
+                         json.dumps(best.metrics, default=str))
         return summary
     finally:
         trainer.close()

@@ -5,7 +5,8 @@ elsewhere; they read these.
 Annotations: a JSON list of {"img_path": "<int>.jpg", "sentences": [captions...], ...}.
 The feature TSV's `img_id` equals `img_path` exactly ("1007129816.jpg").
 
-hard_negative.pkl: a pickled dict with at least
+hard_negative.pkl: a pickled dict (read with an unpickler that admits only plain data and numpy
+arrays, so the file cannot run code) with at least
     train_image_list: sequence of int image ids (N)
     train_hard_pool:  2-D [N, K] indices into train_image_list; column 0 (the image itself) is
                       skipped when sampling, so K >= 2.
@@ -154,15 +155,39 @@ def _int_array(value, path, key, ndim):
     return arr.astype(np.int64)
 
 
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asked for a global outside the data-only allow-list."""
+
+
+# What a pickled dict of lists and numpy arrays needs (python 2 and 3, numpy 1 and 2). Any
+# other global (os.system, builtins.eval, ...) is refused, so the file cannot run code.
+_PICKLE_DATA_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"), ("collections", "OrderedDict"),
+}
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in _PICKLE_DATA_GLOBALS:
+            raise UnsafePickleError(f"global {module}.{name}")
+        return super().find_class(module, name)
+
+
 def load_hard_negatives(path: str | Path) -> HardNegatives:
     """Read and validate `hard_negative.pkl`: shapes, index ranges, K >= 2."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             # the ViLBERT file may be a python-2 pickle
-            obj = pickle.load(f, encoding="latin1")
+            obj = _DataOnlyUnpickler(f, encoding="latin1").load()
     except FileNotFoundError:
         raise FileNotFoundError(f"hard-negative file not found: {path}") from None
+    except UnsafePickleError as err:
+        raise DataFormatError(f"{path}: refused to unpickle {err}: the hard-negative file may "
+                              f"only hold dicts, lists, numbers and numpy arrays") from None
     except Exception as err:
         raise DataFormatError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") \
             from None
