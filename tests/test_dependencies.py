@@ -98,7 +98,7 @@ def test_run_info_is_written_without_optional_packages(tmp_path, monkeypatch):
     # without it crashed at the start of training
     from tasks.common.trainer import Trainer
     monkeypatch.setitem(sys.modules, "transformers", None)  # any import of it now fails
-    fake = SimpleNamespace(is_main=True, args=SimpleNamespace(batch_size=8),
+    fake = SimpleNamespace(is_main=True, args=SimpleNamespace(batch_size=8, resume=False),
                            device=torch.device("cpu"), output=tmp_path,
                            dist=SimpleNamespace(world_size=1))
     Trainer.write_run_info(fake, ["--batchSize", "8"])
