@@ -28,7 +28,7 @@ from lxrt.config import LXRTConfig
 from lxrt.optimization import BertAdam
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.batching import trim_text_padding
-from tasks.common.qa_model import QAModel
+from tasks.qa.model import QAModel
 from tasks.common.trainer import compile_module, mark_step_if_graphed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def matching_throughput(config, device, pairs, steps, fast, tok):
 def pipeline_throughput(config, device, batch, steps, workers, tok, images):
     """Data pipeline alone and training fed by it, from a converted feature store."""
     from tasks.common.features import open_feature_store
-    from tasks.common.qa_data import AnswerTable, QADataset
+    from tasks.qa.data import AnswerTable, QADataset
     from tasks.common.tsv_format import ImageFeatures, encode_row
     tmp = Path(tempfile.mkdtemp(prefix="bench_speed_"))
     rng = np.random.default_rng(0)

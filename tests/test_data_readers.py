@@ -9,11 +9,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from tasks.common.paths import ENV_VAR, DataFileNotFoundError, DataRoot
-from tasks.common.qa_data import (AnswerTable, DataFormatError, MissingFeaturesError, QADataset,
-                                  feature_topk, gqa_feature_topk, load_qa_dataset, load_qa_split,
-                                  vqa_feature_topk)
-from tasks.nlvr2 import data as nlvr2_data
+from tasks.common.readers import DataFormatError, MissingFeaturesError, feature_topk
 from tasks.nlvr2.data import NLVR2Dataset, load_nlvr2_dataset, load_nlvr2_split
+from tasks.qa.data import AnswerTable, QADataset, load_qa_dataset, load_qa_split
 from tasks.retrieval.data import load_flickr_annotations, load_hard_negatives
 from tools.make_data import make_data
 
@@ -157,14 +155,14 @@ def test_easyvqa_layout(tmp_path):
 
 # ------------------------------------------------------------------------------ QA readers
 def test_topk_helpers():
-    assert vqa_feature_topk("train", tiny=True) == 200
-    assert gqa_feature_topk("train", tiny=True) == 512
-    assert nlvr2_data.feature_topk("train", tiny=True) == 512
-    assert vqa_feature_topk("train", fast=True) == 5000
-    assert vqa_feature_topk("minival") == 5000
-    assert vqa_feature_topk("minival", tiny=True) == 200
-    assert vqa_feature_topk("nominival") is None
-    assert gqa_feature_topk("minival") is None
+    assert feature_topk("train", task="vqa", tiny=True) == 200
+    assert feature_topk("train", task="gqa", tiny=True) == 512
+    assert feature_topk("train", task="nlvr2", tiny=True) == 512
+    assert feature_topk("train", task="vqa", fast=True) == 5000
+    assert feature_topk("minival", task="vqa") == 5000
+    assert feature_topk("minival", task="vqa", tiny=True) == 200
+    assert feature_topk("nominival", task="vqa") is None
+    assert feature_topk("minival", task="gqa") is None
     assert feature_topk("test", task="easyvqa") is None
 
 

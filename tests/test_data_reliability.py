@@ -16,7 +16,8 @@ from lxrt.loading import CheckpointError, read_state_dict
 from tasks.common.features import (CorruptStoreError, convert_tsv_to_store, open_feature_store,
                                    store_path_for)
 from tasks.common.paths import DataRoot
-from tasks.common.qa_data import DataFormatError, load_qa_dataset, load_qa_split, read_json
+from tasks.common.readers import DataFormatError, read_json
+from tasks.qa.data import load_qa_dataset, load_qa_split
 from tasks.common.tsv_format import TSVFormatError, encode_row
 from tasks.nlvr2.data import load_nlvr2_dataset
 from tools.make_data import make_data
@@ -121,7 +122,7 @@ def test_concurrent_first_open_converts_once(tmp_path):
 
 # ------------------------------------------------------------------------- validation splits
 def _vqa_task(root, *flags):
-    from tasks.common.qa import VQA_SPEC, QATask
+    from tasks.qa.task import VQA_SPEC, QATask
     from tasks.vqa.main import build_parser
     args = build_parser().parse_args(
         ["--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"),
@@ -164,7 +165,7 @@ def test_nlvr2_valid_split_labelled_and_not_empty(root, tokenizer):
 
 
 def test_retrieval_empty_annotations(root, tokenizer):
-    from tasks.retrieval.dataset import SplitLoader
+    from tasks.retrieval.data import SplitLoader
     ann = DataRoot(root).flickr_annotations("test")
     ann.write_text("[]")
     loader = SplitLoader(DataRoot(root), tokenizer, cache_dir=root / "cache")
@@ -181,7 +182,7 @@ def test_feature_size_differs_from_model_config(root, tokenizer):
                         feat_dim=2048)
     with pytest.raises(DataFormatError, match=rf"holds {DIM}-d features"):
         load_nlvr2_dataset(root, "valid", tokenizer, cache_dir=root / "cache", feat_dim=2048)
-    from tasks.retrieval.dataset import SplitLoader
+    from tasks.retrieval.data import SplitLoader
     loader = SplitLoader(DataRoot(root), tokenizer, cache_dir=root / "cache", feat_dim=2048)
     with pytest.raises(DataFormatError, match=rf"holds {DIM}-d features"):
         loader.split("test")

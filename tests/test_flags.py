@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from generated import ROOT
-from tasks.common import qa_data
+from tasks.common import readers
 from tasks.common.args import kebab
-from tasks.common.qa import GQA_SPEC, VQA_SPEC, QATask
+from tasks.qa.task import GQA_SPEC, VQA_SPEC, QATask
 from tasks.gqa.main import build_parser as gqa_parser
 from tasks.nlvr2.main import build_parser as nlvr2_parser
-from tasks.retrieval import dataset as retrieval_dataset
+from tasks.retrieval import data as retrieval_data
 from tasks.retrieval.main import build_parser as retrieval_parser
 from tasks.retrieval.task import RetrievalTask
 from tasks.vqa.main import build_parser as vqa_parser
@@ -56,10 +56,10 @@ BAD_VALUES = [
 @pytest.mark.parametrize("task", sorted(PARSERS))
 @pytest.mark.parametrize("argv,message", BAD_VALUES)
 def test_bad_values_are_refused_naming_the_flag(task, argv, message):
-    from tasks.common.args import finish
+    from tasks.common.args import validate_args
     args = PARSERS[task]().parse_args(argv)
     with pytest.raises(SystemExit, match=re.escape(message) + ": expected"):
-        finish(args)
+        validate_args(args)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -68,16 +68,16 @@ def test_bad_values_are_refused_naming_the_flag(task, argv, message):
     (["--authorsScoring", "-1"], "--authorsScoring -1"),
 ])
 def test_bad_retrieval_values_are_refused(argv, message):
-    from tasks.common.args import finish
+    from tasks.common.args import validate_args
     with pytest.raises(SystemExit, match=re.escape(message) + ": expected"):
-        finish(retrieval_parser().parse_args(argv))
+        validate_args(retrieval_parser().parse_args(argv))
 
 
 @pytest.mark.parametrize("task", sorted(PARSERS))
 def test_defaults_and_edge_values_pass(task):
-    from tasks.common.args import finish
-    finish(PARSERS[task]().parse_args([]))
-    finish(PARSERS[task]().parse_args(["--epochs", "1", "--checkpointEvery", "0", "--warmup",
+    from tasks.common.args import validate_args
+    validate_args(PARSERS[task]().parse_args([]))
+    validate_args(PARSERS[task]().parse_args(["--epochs", "1", "--checkpointEvery", "0", "--warmup",
                                        "0", "--evalBatchSize", "1", "--numWorkers", "0",
                                        "--seed", "0", "--llayers", "0"]))
 
@@ -181,11 +181,11 @@ def root(tmp_path_factory):
 @pytest.fixture
 def small_limits(monkeypatch):
     """--tiny reads 4 images and --fast 6, so that they cut the 16-image generated splits."""
-    monkeypatch.setitem(qa_data.TINY_IMG_NUM, "vqa", 4)
-    monkeypatch.setitem(qa_data.TINY_IMG_NUM, "gqa", 4)
-    monkeypatch.setitem(qa_data.TINY_IMG_NUM, "nlvr2", 4)
-    monkeypatch.setattr(qa_data, "FAST_IMG_NUM", 6)
-    monkeypatch.setattr(retrieval_dataset, "TINY_IMAGES", 4)
+    monkeypatch.setitem(readers.TINY_IMG_NUM, "vqa", 4)
+    monkeypatch.setitem(readers.TINY_IMG_NUM, "gqa", 4)
+    monkeypatch.setitem(readers.TINY_IMG_NUM, "nlvr2", 4)
+    monkeypatch.setattr(readers, "FAST_IMG_NUM", 6)
+    monkeypatch.setattr(retrieval_data, "TINY_IMAGES", 4)
 
 
 def _flags(root, output):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tasks.common.qa import GQA_SPEC, QATask
+from tasks.qa.task import GQA_SPEC, QATask
 from tasks.common.run_folder import read_metrics
 from tasks.gqa.main import build_parser, main
 from tools.make_data import make_data

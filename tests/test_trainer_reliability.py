@@ -16,8 +16,9 @@ import torch
 from generated import ROOT, _env, common_flags, make_root
 from tasks.common import checkpoints
 from tasks.common.checkpoints import CheckpointWriteError, atomic_torch_save
-from tasks.common.qa import QATask
-from tasks.common.qa_data import DataFormatError, QADataset
+from tasks.qa.task import QATask
+from tasks.common.readers import DataFormatError
+from tasks.qa.data import QADataset
 from tasks.common.resume import rng_state, set_rng_state
 from tasks.common.run_folder import RunLock, append_metrics, read_metrics
 from tasks.nlvr2.main import main as nlvr2_main

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from generated import ROOT, _env, common_flags, make_root
-from tasks.common.qa import soft_score
+from tasks.qa.task import soft_score
 from tasks.common.run_folder import read_metrics
 from tasks.vqa.main import main
 

@@ -5,7 +5,7 @@ module-level `VISUAL_CONFIG` global set from argparse. Here both live in one exp
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from lxrt.jsonfile import read_json
@@ -74,6 +74,3 @@ class LXRTConfig:
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a JSON object of config values")
         return cls.from_dict(values, **overrides)
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -26,7 +26,7 @@ def kebab(flag: str) -> str:
     return _CAMEL_BOUNDARY.sub("-", flag).lower()
 
 
-def add(parser, flag: str, aliases=(), **kwargs):
+def add_flag(parser, flag: str, aliases=(), **kwargs):
     """Add `--camelCase` plus its `--kebab-case` alias when they differ, and any `aliases`
     (for acronym runs the rule cannot split, e.g. `--load-lxmert-qa`)."""
     names = [flag]
@@ -39,71 +39,73 @@ def add(parser, flag: str, aliases=(), **kwargs):
 def base_parser(description: str, epochs: int) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     g = p.add_argument_group("splits")
-    add(g, "--train", default="train", help="comma-separated training splits ('' = no training)")
-    add(g, "--valid", default="valid", help="validation split ('' = none)")
-    add(g, "--test", default=None, help="split to predict and write results for")
+    add_flag(g, "--train", default="train",
+             help="comma-separated training splits ('' = no training)")
+    add_flag(g, "--valid", default="valid", help="validation split ('' = none)")
+    add_flag(g, "--test", default=None, help="split to predict and write results for")
     g = p.add_argument_group("training (the authors' recipe)")
-    add(g, "--batchSize", dest="batch_size", type=int, default=32,
-        help="global batch size (split across DDP ranks)")
-    add(g, "--evalBatchSize", dest="eval_batch_size", type=int, default=None,
-        help="per-process evaluation batch size (default: 4 x batchSize; no numeric effect)")
-    add(g, "--optim", default="bert", choices=["bert"], help="BertAdam, as every run script")
-    add(g, "--lr", type=float, default=5e-5)
-    add(g, "--epochs", type=int, default=epochs)
-    add(g, "--warmup", type=float, default=0.1, help="warmup fraction of t_total")
-    add(g, "--clipNorm", dest="clip_norm", type=float, default=5.0)
-    add(g, "--seed", type=int, default=9595)
-    add(g, "--dropout", type=float, default=None,
-        help="ignored, as in the authors' code (dropout is 0.1 from bert_config.json)")
+    add_flag(g, "--batchSize", dest="batch_size", type=int, default=32,
+             help="global batch size (split across DDP ranks)")
+    add_flag(g, "--evalBatchSize", dest="eval_batch_size", type=int, default=None,
+             help="per-process evaluation batch size (default: 4 x batchSize; no numeric effect)")
+    add_flag(g, "--optim", default="bert", choices=["bert"], help="BertAdam, as every run script")
+    add_flag(g, "--lr", type=float, default=5e-5)
+    add_flag(g, "--epochs", type=int, default=epochs)
+    add_flag(g, "--warmup", type=float, default=0.1, help="warmup fraction of t_total")
+    add_flag(g, "--clipNorm", dest="clip_norm", type=float, default=5.0)
+    add_flag(g, "--seed", type=int, default=9595)
+    add_flag(g, "--dropout", type=float, default=None,
+             help="ignored, as in the authors' code (dropout is 0.1 from bert_config.json)")
     g = p.add_argument_group("model and weights")
-    add(g, "--llayers", type=int, default=0)
-    add(g, "--xlayers", type=int, default=5)
-    add(g, "--rlayers", type=int, default=0)
-    add(g, "--modelConfig", dest="model_config", default=None,
-        help="BERT-style bert_config.json with model sizes (default: bert-base-uncased sizes)")
-    add(g, "--load", default=None, help="fine-tuned task model: reads LOAD.pth")
-    add(g, "--loadLXMERT", dest="load_lxmert", default=None,
-        help="pre-trained encoder: P, P_LXRT.pth or the README's data/mode_LXRT.bin")
-    add(g, "--loadLXMERTQA", dest="load_lxmert_qa", default=None, aliases=("--load-lxmert-qa",),
-        help="pre-trained encoder plus its QA (VQA/GQA) or ITM (retrieval) head")
-    add(g, "--fromScratch", dest="from_scratch", action="store_true",
-        help="random initialisation (the authors' re-init after the BERT load)")
+    add_flag(g, "--llayers", type=int, default=0)
+    add_flag(g, "--xlayers", type=int, default=5)
+    add_flag(g, "--rlayers", type=int, default=0)
+    add_flag(g, "--modelConfig", dest="model_config", default=None,
+             help="BERT-style bert_config.json with model sizes (default: bert-base-uncased sizes)")
+    add_flag(g, "--load", default=None, help="fine-tuned task model: reads LOAD.pth")
+    add_flag(g, "--loadLXMERT", dest="load_lxmert", default=None,
+             help="pre-trained encoder: P, P_LXRT.pth or the README's data/mode_LXRT.bin")
+    add_flag(g, "--loadLXMERTQA", dest="load_lxmert_qa", default=None,
+             aliases=("--load-lxmert-qa",),
+             help="pre-trained encoder plus its QA (VQA/GQA) or ITM (retrieval) head")
+    add_flag(g, "--fromScratch", dest="from_scratch", action="store_true",
+             help="random initialisation (the authors' re-init after the BERT load)")
     g = p.add_argument_group("data")
-    add(g, "--dataRoot", dest="data_root", default=None,
-        help="data root (default: $LXRT_DATA_ROOT or data/)")
-    add(g, "--featureCache", dest="feature_cache", default=None,
-        help="where converted feature stores go (default: next to each TSV)")
-    add(g, "--fp16Features", dest="fp16_features", action="store_true",
-        help="store region features as fp16 (half the disk and page cache)")
-    add(g, "--tiny", action="store_true", help="load a few hundred images only")
-    add(g, "--fast", action="store_true", help="load 5000 images only")
-    add(g, "--numWorkers", dest="num_workers", type=int, default=None,
-        help="DataLoader workers per process (default: 2 on the CPU; on a GPU enough to keep "
-             "it fed: the process's share of the CPU cores, 2 to 8)")
+    add_flag(g, "--dataRoot", dest="data_root", default=None,
+             help="data root (default: $LXRT_DATA_ROOT or data/)")
+    add_flag(g, "--featureCache", dest="feature_cache", default=None,
+             help="where converted feature stores go (default: next to each TSV)")
+    add_flag(g, "--fp16Features", dest="fp16_features", action="store_true",
+             help="store region features as fp16 (half the disk and page cache)")
+    add_flag(g, "--tiny", action="store_true", help="load a few hundred images only")
+    add_flag(g, "--fast", action="store_true", help="load 5000 images only")
+    add_flag(g, "--numWorkers", dest="num_workers", type=int, default=None,
+             help="DataLoader workers per process (default: 2 on the CPU; on a GPU enough to keep "
+                  "it fed: the process's share of the CPU cores, 2 to 8)")
     g = p.add_argument_group("runtime")
-    add(g, "--output", default="snap/test")
-    add(g, "--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
-    add(g, "--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    add(g, "--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
-        help="torch.compile the model for training; an optional mode: reduce-overhead adds "
-             "CUDA graphs (for small, launch-bound batches), max-autotune also tunes kernels")
-    add(g, "--trimPadding", dest="trim_padding", default=True,
-        action=argparse.BooleanOptionalAction,
-        help="cut each batch's text to its longest sentence (exact; --no-trimPadding keeps "
-             "the authors' fixed 20 tokens)")
-    add(g, "--lengthBuckets", dest="length_buckets", type=int, default=0,
-        help="batch sentences of similar length: sort each window of N batches by length, "
-             "then shuffle the batches (0: off, the authors' random batches)")
-    add(g, "--resume", action="store_true", help="continue from OUTPUT/resume.pth")
-    add(g, "--resumeChangedFlags", dest="resume_changed_flags", action="store_true",
-        help="--resume even though run-shaping flags (lr, batch, epochs, ...) changed")
-    add(g, "--checkpointEvery", dest="checkpoint_every", type=int, default=0,
-        help="also write the resume state every N steps (0: at epoch ends only)")
-    add(g, "--stopAfterSteps", dest="stop_after_steps", type=int, default=0,
-        help="stop (as if interrupted) after N optimizer steps, resume state written")
-    add(g, "--tqdm", action="store_true", help="progress bar (on by default on a terminal)")
-    add(g, "--multiGPU", dest="multi_gpu", action="store_true",
-        help="accepted for compatibility; give several GPU ids to the launcher for DDP")
+    add_flag(g, "--output", default="snap/test")
+    add_flag(g, "--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
+    add_flag(g, "--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    add_flag(g, "--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
+             help="torch.compile the model for training; an optional mode: reduce-overhead adds "
+                  "CUDA graphs (for small, launch-bound batches), max-autotune also tunes kernels")
+    add_flag(g, "--trimPadding", dest="trim_padding", default=True,
+             action=argparse.BooleanOptionalAction,
+             help="cut each batch's text to its longest sentence (exact; --no-trimPadding keeps "
+                  "the authors' fixed 20 tokens)")
+    add_flag(g, "--lengthBuckets", dest="length_buckets", type=int, default=0,
+             help="batch sentences of similar length: sort each window of N batches by length, "
+                  "then shuffle the batches (0: off, the authors' random batches)")
+    add_flag(g, "--resume", action="store_true", help="continue from OUTPUT/resume.pth")
+    add_flag(g, "--resumeChangedFlags", dest="resume_changed_flags", action="store_true",
+             help="--resume even though run-shaping flags (lr, batch, epochs, ...) changed")
+    add_flag(g, "--checkpointEvery", dest="checkpoint_every", type=int, default=0,
+             help="also write the resume state every N steps (0: at epoch ends only)")
+    add_flag(g, "--stopAfterSteps", dest="stop_after_steps", type=int, default=0,
+             help="stop (as if interrupted) after N optimizer steps, resume state written")
+    add_flag(g, "--tqdm", action="store_true", help="progress bar (on by default on a terminal)")
+    add_flag(g, "--multiGPU", dest="multi_gpu", action="store_true",
+             help="accepted for compatibility; give several GPU ids to the launcher for DDP")
     return p
 
 
@@ -148,7 +150,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise SystemExit(f"--seed {args.seed}: expected an integer in [0, 2**32)")
 
 
-def finish(args: argparse.Namespace) -> argparse.Namespace:
+def validate_args(args: argparse.Namespace) -> argparse.Namespace:
     """Checks every flag's value (a clear message naming the flag and what it expects, exit
     status 1 via SystemExit) and warns about ignored ones."""
     if args.dropout is not None:

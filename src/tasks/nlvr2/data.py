@@ -15,20 +15,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tasks.common.qa_data import (DataFormatError, _ImageLookup, _is_int, _tokenize,
-                                  check_feature_dim, check_not_empty,
-                                  feature_topk as _feature_topk, filter_by_features, open_stores,
-                                  stores_num_boxes,
-                                  read_records, split_list)
+from tasks.common import readers
+from tasks.common.readers import (DataFormatError, ImageLookup, check_feature_dim,
+                                  check_not_empty, filter_by_features, is_integer, open_stores,
+                                  read_records, split_list, stores_num_boxes, tokenize_texts)
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 IGNORE_LABEL = -1
-
-
-def feature_topk(split: str, tiny: bool = False, fast: bool = False) -> int | None:
-    """--tiny reads 512 images, --fast 5000, otherwise all (None)."""
-    return _feature_topk(split, tiny, fast, task="nlvr2")
 
 
 def load_nlvr2_split(path: str | Path, require_label: bool = False) -> list[dict]:
@@ -45,7 +39,7 @@ def load_nlvr2_split(path: str | Path, require_label: bool = False) -> list[dict
             if not datum[key]:
                 raise DataFormatError(f"{where}: key {key!r} is empty")
         if "label" in datum:
-            if not _is_int(datum["label"]) or datum["label"] not in (0, 1):
+            if not is_integer(datum["label"]) or datum["label"] not in (0, 1):
                 raise DataFormatError(f"{where}: key 'label' must be 0 or 1, "
                                       f"got {datum['label']!r}")
         elif require_label:
@@ -64,15 +58,15 @@ class NLVR2Dataset(Dataset):
     def __init__(self, data: list[dict], feature_stores, tokenizer, split_name: str = "",
                  subset: bool = False, num_boxes: int | None = 36):
         self.split_name = split_name
-        self.images = _ImageLookup(feature_stores, num_boxes)
+        self.images = ImageLookup(feature_stores, num_boxes)
         self.data = filter_by_features(list(data), self.images.__contains__, ("img0", "img1"),
                                        split_name, subset, "identifier")
         self.identifiers = [d["identifier"] for d in self.data]
         self.uids = [d["uid"] for d in self.data]
         self.labels = np.asarray([d.get("label", IGNORE_LABEL) for d in self.data],
                                  dtype=np.int64)
-        self.tokens = _tokenize(tokenizer, [d["sent"] for d in self.data])
-        logger.info("split %s: %d examples", split_name, len(self.data))
+        self.tokens = tokenize_texts(tokenizer, [d["sent"] for d in self.data])
+        log.info("split %s: %d examples", split_name, len(self.data))
 
     def __len__(self) -> int:
         return len(self.data)
@@ -106,7 +100,7 @@ def load_nlvr2_dataset(data_root, splits, tokenizer, tiny: bool = False, fast: b
     for split in names:
         files.append(root.nlvr2_json(split))
         data.extend(load_nlvr2_split(files[-1], require_label))
-        topk = feature_topk(split, tiny, fast)
+        topk = readers.feature_topk(split, tiny, fast, task="nlvr2")
         subset = subset or topk is not None
         paths_topk.append((root.nlvr2_features(split), topk))
     stores = open_stores(paths_topk, cache_dir=cache_dir, fp16=fp16)

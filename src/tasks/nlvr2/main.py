@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from tasks.common.args import base_parser, finish
+from tasks.common.args import base_parser, validate_args
 from tasks.common.trainer import run_task
 from tasks.nlvr2.task import NLVR2Task
 
@@ -27,7 +27,7 @@ def build_parser():
 
 
 def main(argv=None) -> dict:
-    args = finish(build_parser().parse_args(argv))
+    args = validate_args(build_parser().parse_args(argv))
     return run_task(args, NLVR2Task(args), argv)
 
 

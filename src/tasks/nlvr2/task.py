@@ -21,8 +21,8 @@ from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.args import subset_flags, warn_if_loaded_whole
 from tasks.common.checkpoints import atomic_write_text
 from tasks.common.paths import DataFileNotFoundError, DataRoot
-from tasks.common.qa import MAX_SEQ_LENGTH, build_config, load_task_weights
-from tasks.common.qa_data import split_list
+from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config, load_task_weights
+from tasks.common.readers import split_list
 from tasks.common.trainer import EvalResult, Task
 from tasks.nlvr2.data import IGNORE_LABEL, load_nlvr2_dataset
 from tasks.nlvr2.model import NLVR2Model

@@ -50,7 +50,8 @@ import torch
 from tasks.common import distributed as D
 from tasks.common.batching import longest_first, text_lengths, trimmed_length
 from tasks.common.checkpoints import atomic_write_json
-from tasks.retrieval.dataset import TOKEN_KEYS, RetrievalSplit
+from tasks.common.readers import TEXT_KEYS
+from tasks.retrieval.data import RetrievalSplit
 from tasks.retrieval.metrics import (recall_metrics, retrieval_ranks, score_from_logits,
                                      tied_positives)
 
@@ -89,7 +90,7 @@ class DeviceSplit:
     def __init__(self, split: RetrievalSplit, device: torch.device):
         self.split = split
         self.device = device
-        self.tokens = {k: torch.from_numpy(split.tokens[k]).to(device) for k in TOKEN_KEYS}
+        self.tokens = {k: torch.from_numpy(split.tokens[k]).to(device) for k in TEXT_KEYS}
         feats, boxes = split.dense_features()
         self.feats = torch.from_numpy(feats).to(device)
         self.boxes = torch.from_numpy(boxes).to(device)

@@ -23,10 +23,10 @@ from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.args import subset_flags, warn_if_loaded_whole
 from tasks.common.paths import DataRoot
 from tasks.common.precision import autocast as make_autocast
-from tasks.common.qa import MAX_SEQ_LENGTH, build_config, load_task_weights
+from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config, load_task_weights
 from tasks.common.trainer import EvalResult, Task
-from tasks.retrieval.dataset import (PAIRS_PER_CAPTION, RetrievalTrainDataset, SplitLoader,
-                                     check_split_disjoint)
+from tasks.retrieval.data import (PAIRS_PER_CAPTION, RetrievalTrainDataset, SplitLoader,
+                                  check_split_disjoint)
 from tasks.retrieval.evaluate import (DIRECTION_PROTOCOLS, DeviceSplit, default_pairs_per_forward,
                                       eval_log_lines, evaluate_split, format_metrics,
                                       mean_recall, write_outputs)
