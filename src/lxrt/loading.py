@@ -6,7 +6,8 @@ has but the module lacks is an error unless an explicit allow-list says it is ex
 pre-training heads when only the encoder is wanted). The authors' loaders print the mismatch and
 carry on regardless (non-strict loading), which silently left models half-random for LXMERT users.
 
-Layout differences handled here (reference spec §3.6, §7):
+Layout differences handled here (docs/authors_code.md, "Checkpoint files and names" and
+"State-dict keys"):
 - `module.` prefixes from DataParallel/DDP (leading, or `lxrt_encoder.model.module.bert.*`);
 - the authors' vocab x 2048 visual-[CLS] table `bert.word_embeddings.weight`, of which only the
   [CLS] row is ever read, stored by us as `bert.visual_cls_feat`.

@@ -5,7 +5,8 @@ pre-training heads. Module and parameter names follow the authors' checkpoints
 (`bert.encoder.x_layers.0.visual_attention.att.query.weight`, ...), so their state dicts load
 without renaming; names that exist only for that compatibility say so in a comment.
 
-Numerics follow the authors' code (reference spec §1): post-LN everywhere, erf GeLU, LayerNorm
+Numerics follow the authors' code (docs/authors_code.md, "Cross-modality layers" and
+"Dropout, GeLU and LayerNorm"): post-LN everywhere, erf GeLU, LayerNorm
 eps 1e-12, additive language mask (1-m)*-10000, no visual mask, a learned visual [CLS] in front
 of the regions with box [0,0,1,1], and a pooled output that is the product of two poolers.
 

@@ -5,7 +5,7 @@
 
 Writes, under the data root:
 
-* ``easyvqa/{train,valid,test}.json``: lists of VQA datums (reference §3.1)
+* ``easyvqa/{train,valid,test}.json``: lists of VQA datums (docs/authors_code.md, "VQA")
   ``{"answer_type", "img_id", "label": {answer: 1.0}, "question_id", "question_type", "sent"}``.
   ``img_id`` is ``easyvqa_train_<id>`` / ``easyvqa_test_<id>``; ``answer_type`` is ``"yes/no"``
   or ``"other"``; ``question_type`` is the question's leading words before the first colour or

@@ -6,9 +6,9 @@ candidate paths and the first that exists wins:
 
 1. the LXMERT layout under the root (`vqa/`, `mscoco_imgfeat/`, `gqa/`, `vg_gqa_imgfeat/`,
    `nlvr2/`, `nlvr2_imgfeat/`, `flickr30k/`, `lxmert/`),
-2. the paths the LXMERT-S scripts hard-code (reference.md §6 #26): `lxmert_data/...` and
-   `image_retrieval/...` inside the root, and `lxmert_data/...` next to it (the authors keep
-   `lxmert_data/` at the repository top level, beside `data/`),
+2. the paths the LXMERT-S scripts hard-code (docs/authors_code.md, "Data locations"):
+   `lxmert_data/...` and `image_retrieval/...` inside the root, and `lxmert_data/...` next
+   to it (the authors keep `lxmert_data/` at the repository top level, beside `data/`),
 3. for the answer tables shipped with this repository (`data/{vqa,gqa,lxmert}/...`), the shipped
    copy, so that a root without them still works.
 

@@ -1,4 +1,5 @@
-"""NLVR2 data: the question-file reader and the two-image dataset (reference.md §3.3).
+"""NLVR2 data: the question-file reader and the two-image dataset (docs/authors_code.md,
+"NLVR2").
 
 Files are JSON lists of
     {"identifier": "train-10171-0-0", "img0": str, "img1": str, "label": 0 | 1,

@@ -1,10 +1,11 @@
 """NLVR2 on the training loop: model, weights, data, CE loss, accuracy/consistency, CSV files.
 
-What the authors do (reference.md §3.3): `CrossEntropyLoss(ignore_index=-1)` over the two
-classes, accuracy of argmax, BEST/LAST checkpoints, and `<split>_predict.csv` files with one
-`identifier,True|False` line per example (no header; True = prediction 1). Added here:
+What the authors do (docs/authors_code.md, "NLVR2"): `CrossEntropyLoss(ignore_index=-1)`
+over the two classes, accuracy of argmax, BEST/LAST checkpoints, and `<split>_predict.csv`
+files with one `identifier,True|False` line per example (no header; True = prediction 1).
+Added here:
 consistency (the NLVR2 paper's second metric), result files checked against the split, and a
-clear error instead of the authors' silently empty `hidden_predict.csv` (spec §6 #37).
+clear error instead of the authors' silently empty `hidden_predict.csv` (same section).
 """
 from __future__ import annotations
 
@@ -131,7 +132,8 @@ class NLVR2Task(Task):
                 "public release and which LXMERT's process_dataset.py does not convert: "
                 "provide nlvr2/hidden.json (the processed test2 file) and "
                 "nlvr2_imgfeat/hidden_obj36.tsv (its image features). The authors' code wrote "
-                f"an empty hidden_predict.csv here instead (reference.md §6 #37).\n{err}"
+                "an empty hidden_predict.csv here instead (docs/authors_code.md, \"NLVR2\").\n"
+                f"{err}"
             ) from None
 
     # ---- model and weights ----------------------------------------------------------------

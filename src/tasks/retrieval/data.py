@@ -165,7 +165,7 @@ class HardNegatives:
     @property
     def column0_is_self(self) -> bool:
         """True when column 0 of every pool row is the row's own image (the assumption behind
-        skipping it, reference.md §9 #7)."""
+        skipping it; docs/authors_code.md, "Retrieval fine-tuning")."""
         return bool(np.array_equal(self.train_hard_pool[:, 0], np.arange(self.num_images)))
 
     def index_of(self) -> dict[int, int]:
