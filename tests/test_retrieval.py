@@ -343,10 +343,12 @@ def test_finetune_then_test(root, zero_shot, tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------ scoring mode
 def _evaluate(model, split, **kwargs):
-    from tasks.common import distributed as D
-    from tasks.retrieval.evaluate import evaluate_split
-    return evaluate_split(model, split, torch.device("cpu"), D.DistInfo(), 64, None, "prob",
-                          "both", **kwargs)
+    from tasks.common import distributed
+    from tasks.retrieval.evaluate import EvalOptions, evaluate_split
+    options = EvalOptions(device=torch.device("cpu"), dist=distributed.DistInfo(),
+                          pairs_per_forward=64, score_function="prob", direction="both",
+                          **kwargs)
+    return evaluate_split(model, split, options)
 
 
 def test_authors_scoring_reports_mean_and_spread_of_train_mode_runs(root, loader):

@@ -245,13 +245,16 @@ def test_saturated_scores_give_no_recall_at_one():
 
 def test_report_and_log_carry_the_tie_counts():
     from types import SimpleNamespace
-    from tasks.retrieval.evaluate import eval_log_lines, retrieval_report, summary_metrics
+    from tasks.retrieval.evaluate import (EvalOptions, eval_log_lines, retrieval_report,
+                                          summary_metrics)
     logits = torch.stack([torch.zeros_like(TIED), TIED], dim=-1)  # logit[:, 1] = TIED
     split = SimpleNamespace(caption_to_image=TIED_C2I.numpy(), name="hand", num_images=2,
                             num_captions=4)
     report = retrieval_report(logits, split, "logit")
     assert report["metrics"]["logit"]["ir"]["r1"] == 50.0
-    metrics = summary_metrics(report, split, "logit", "both", "conservative", 1.0, 8, "fp32")
+    options = EvalOptions(score_function="logit", direction="both", rank_method="conservative",
+                          pairs_per_forward=8, precision="fp32")
+    metrics = summary_metrics(report, split, options, seconds=1.0)
     assert metrics["tied_positives"]["logit"] == {"ir": 2, "tr_standard": 1, "tr_first": 0}
     assert metrics["tied_positives"]["prob"] == {"ir": 2, "tr_standard": 1, "tr_first": 0}
     assert "# tied positives, score logit: ir 2, tr_standard 1, tr_first 0" in eval_log_lines(

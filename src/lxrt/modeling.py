@@ -323,10 +323,10 @@ class LXRTEncoderLayers(nn.Module):
         self.r_layers = nn.ModuleList(BertLayer(config) for _ in range(config.r_layers))
 
     def forward(self, lang, lang_mask, visn_feats, visn_boxes, visn_mask=None,
-                output_attentions=False, output_hidden_states=False, visn_embeds=None):
-        """`visn_embeds` (optional): `visn_fc(visn_feats, visn_boxes)` computed beforehand,
+                output_attentions=False, output_hidden_states=False, visual_embeds=None):
+        """`visual_embeds` (optional): `visn_fc(visn_feats, visn_boxes)` computed beforehand,
         which then replaces the feature inputs (retrieval embeds each image once)."""
-        visn = self.visn_fc(visn_feats, visn_boxes) if visn_embeds is None else visn_embeds
+        visn = self.visn_fc(visn_feats, visn_boxes) if visual_embeds is None else visual_embeds
         lang_states, visn_states, attentions = [lang], [visn], []
         for layer in self.layer:
             lang, probs = layer(lang, lang_mask, output_attentions)

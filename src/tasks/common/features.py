@@ -48,7 +48,7 @@ import numpy as np
 
 from .tsv_format import ImageFeatures, TSVFormatError, decode_row, normalise_boxes
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
 STORE_FORMAT = "lxrt-feature-store"
@@ -320,7 +320,7 @@ def convert_tsv_to_store(tsv_path, out_dir, fp16: bool = False, topk=None,
             "files": file_info,
         }
         if man["duplicates"]:
-            logger.warning("%s: %d duplicate img_ids (the last row wins, as in the authors' "
+            log.warning("%s: %d duplicate img_ids (the last row wins, as in the authors' "
                            "dict)", tsv_path, man["duplicates"])
         _fsync_write_json(tmp / MANIFEST, man)
         _install(tmp, out_dir)
@@ -566,7 +566,7 @@ def open_feature_store(tsv_path, cache_dir=None, fp16: bool = False, topk=None,
         with store_lock(store_dir):
             src = _usable_store(store_dir, tsv_path, limit, hint, log_changed=True)
             if src is not None:
-                logger.info("converting %s -> %s", tsv_path, store_dir)
+                log.info("converting %s -> %s", tsv_path, store_dir)
                 convert_tsv_to_store(tsv_path, store_dir, fp16=fp16, topk=limit,
                                      progress=progress, hint=hint)
     return FeatureStore(store_dir, limit=limit)
@@ -579,7 +579,7 @@ def _usable_store(store_dir: Path, tsv_path, limit, hint=None, log_changed: bool
     man = read_manifest(store_dir)
     if man is not None and not _source_matches(man, src):
         if log_changed:
-            logger.info("%s: source %s changed; reconverting", store_dir, tsv_path)
+            log.info("%s: source %s changed; reconverting", store_dir, tsv_path)
         man = None
     if man is not None and _covers(man, limit):
         return None
@@ -603,7 +603,7 @@ def store_lock(store_dir):
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            logger.info("waiting for another process converting %s (lock %s)", store_dir,
+            log.info("waiting for another process converting %s (lock %s)", store_dir,
                         lock_path)
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:

@@ -28,7 +28,7 @@ from tasks.common.trainer import EvalResult, Task
 from tasks.nlvr2.data import IGNORE_LABEL, load_nlvr2_dataset
 from tasks.nlvr2.model import NLVR2Model
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 HIDDEN_SPLIT = "hidden"
 

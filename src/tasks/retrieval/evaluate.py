@@ -41,13 +41,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from tasks.common import distributed as D
+from tasks.common import distributed
 from tasks.common.batching import longest_first, text_lengths, trimmed_length
 from tasks.common.checkpoints import atomic_write_json
 from tasks.common.readers import TEXT_KEYS
@@ -55,7 +56,7 @@ from tasks.retrieval.data import RetrievalSplit
 from tasks.retrieval.metrics import (recall_metrics, retrieval_ranks, score_from_logits,
                                      tied_positives)
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 SCORE_FUNCTIONS = ("prob", "logit")
 SCORE_LABELS = {"prob": "p(match) = softmax(logits)[:,1]", "logit": "raw logit[:,1]"}
@@ -69,6 +70,22 @@ PROTOCOL_LABELS = {
 DIRECTION_PROTOCOLS = {"image": ("ir",), "text": ("tr_standard",),
                        "both": ("ir", "tr_standard")}
 FINAL_FORMAT = "Final r1:%.3f, r5:%.3f, r10:%.3f, mder:%.3f, meanr:%.3f"
+
+
+@dataclass
+class EvalOptions:
+    """How one evaluation scores and ranks a split (the retrieval flags, resolved)."""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    pairs_per_forward: int = 256
+    score_function: str = "prob"           # selected score: "prob" or "logit"
+    direction: str = "both"                # protocols of the validation score
+    rank_method: str = "conservative"
+    precision: str = "fp32"                # the label written into the metrics
+    autocast: Optional[Callable] = None    # () -> context manager of that precision
+    dist: Optional[distributed.DistInfo] = None
+    progress: bool = False
+    authors_scoring: int = 0               # N > 0: N train-mode scorings, mean and spread
+    seed: int = 0                          # first seed of those scorings
 
 
 def default_pairs_per_forward(device: torch.device) -> int:
@@ -197,7 +214,7 @@ def score_captions(model, data: DeviceSplit, captions: np.ndarray, pairs_per_for
 
 @torch.no_grad()
 def score_logits(model, data: DeviceSplit, pairs_per_forward: int,
-                 autocast: Optional[Callable] = None, dist: Optional[D.DistInfo] = None,
+                 autocast: Optional[Callable] = None, dist: Optional[distributed.DistInfo] = None,
                  progress: bool = False, train_mode: bool = False) -> torch.Tensor:
     """The full logit matrix [Nc, Ni, 2] (captions in split order) on `data.device`. Captions
     are scored longest first; with `dist` each rank scores its share and all ranks get the
@@ -207,7 +224,7 @@ def score_logits(model, data: DeviceSplit, pairs_per_forward: int,
     local = score_captions(model, data, captions, pairs_per_forward, autocast, progress,
                            train_mode)
     if world > 1:
-        parts = D.gather_objects(dist, (captions, local.cpu()))
+        parts = distributed.gather_objects(dist, (captions, local.cpu()))
         captions = np.concatenate([c for c, _ in parts])
         local = torch.cat([x for _, x in parts]).to(data.device)
     full = torch.empty_like(local)
@@ -243,12 +260,12 @@ def mean_recall(metrics: dict, protocols) -> float:
     return float(sum(vals) / (100.0 * len(vals)))
 
 
-def summary_metrics(report: dict, split: RetrievalSplit, score_function: str, direction: str,
-                    rank_method: str, seconds: float, pairs_per_forward: int,
-                    precision: str) -> dict:
+def summary_metrics(report: dict, split: RetrievalSplit, options: EvalOptions,
+                    seconds: float) -> dict:
     """The JSON-able metrics of one evaluation, each number labelled with protocol and score
     function."""
     m = report["metrics"]
+    score_function, direction = options.score_function, options.direction
     primary = {p: m[score_function][p] for p in PROTOCOLS}
     pairs = split.num_images * split.num_captions
     return {
@@ -256,7 +273,7 @@ def summary_metrics(report: dict, split: RetrievalSplit, score_function: str, di
         "num_captions": split.num_captions, "pairs": pairs,
         "direction": direction, "score_function": score_function,
         "score_function_label": SCORE_LABELS[score_function],
-        "rank_method": rank_method,
+        "rank_method": options.rank_method,
         "tied_positives": report["ties"],
         "mean_recall": mean_recall(m[score_function], DIRECTION_PROTOCOLS[direction]) * 100,
         "mean_recall_protocols": list(DIRECTION_PROTOCOLS[direction]),
@@ -264,7 +281,7 @@ def summary_metrics(report: dict, split: RetrievalSplit, score_function: str, di
         "all": {fn: m[fn] for fn in SCORE_FUNCTIONS},
         "protocols": PROTOCOL_LABELS, "score_functions": SCORE_LABELS,
         "seconds": seconds, "pairs_per_s": pairs / max(seconds, 1e-9),
-        "pairs_per_forward": pairs_per_forward, "precision": precision,
+        "pairs_per_forward": options.pairs_per_forward, "precision": options.precision,
         "scoring_mode": "eval (dropout off)",
     }
 
@@ -300,20 +317,19 @@ def mean_report(reports: list) -> dict:
             "ties": first["ties"], "spread": spread, "ties_per_run": ties}
 
 
-def authors_scoring_runs(model, data: DeviceSplit, runs: int, seed: int, pairs_per_forward: int,
-                         autocast, dist, score_function: str, rank_method: str,
-                         progress: bool = False):
-    """Score `data` `runs` times in train mode (dropout on, as the authors' test loops), run i
-    with torch seed `seed + i`; the global RNG state is restored afterwards. Returns (the
-    first run's logits, one report per run)."""
+def authors_scoring_runs(model, data: DeviceSplit, options: EvalOptions):
+    """Score `data` `options.authors_scoring` times in train mode (dropout on, as the authors'
+    test loops), run i with torch seed `options.seed + i`; the global RNG state is restored
+    afterwards. Returns (the first run's logits, one report per run)."""
     devices = [data.device] if data.device.type == "cuda" else []
     first, reports = None, []
-    for run in range(runs):
+    for run in range(options.authors_scoring):
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed + run)
-            logits = score_logits(model, data, pairs_per_forward, autocast, dist, progress,
-                                  train_mode=True)
-        reports.append(retrieval_report(logits, data.split, score_function, rank_method))
+            torch.manual_seed(options.seed + run)
+            logits = score_logits(model, data, options.pairs_per_forward, options.autocast,
+                                  options.dist, options.progress, train_mode=True)
+        reports.append(retrieval_report(logits, data.split, options.score_function,
+                                        options.rank_method))
         first = logits if first is None else first
     return first, reports
 
@@ -376,34 +392,30 @@ def write_outputs(output: Path, split: RetrievalSplit, logits: torch.Tensor, rep
     return paths
 
 
-def evaluate_split(model, split: RetrievalSplit, device: torch.device, dist: D.DistInfo,
-                   pairs_per_forward: int, autocast: Optional[Callable], score_function: str,
-                   direction: str, rank_method: str = "conservative", precision: str = "fp32",
-                   progress: bool = False, data: Optional[DeviceSplit] = None,
-                   authors_scoring: int = 0, seed: int = 0):
-    """Score `split` and rank it: (metrics dict, report, logits). `authors_scoring` N > 0:
-    N scorings in train mode (seeds seed..seed+N-1); the metrics are their means, with the
-    spread under "authors_scoring", and the logits and ranks are the first run's."""
+def evaluate_split(model, split: RetrievalSplit, options: EvalOptions,
+                   data: Optional[DeviceSplit] = None):
+    """Score `split` and rank it: (metrics dict, report, logits). `options.authors_scoring`
+    N > 0: N scorings in train mode (seeds seed..seed+N-1); the metrics are their means, with
+    the spread under "authors_scoring", and the logits and ranks are the first run's. `data`:
+    the split already on the device (built from `split` when None)."""
     t0 = time.time()
-    data = data or DeviceSplit(split, device)
-    if authors_scoring > 0:
-        logits, reports = authors_scoring_runs(model, data, authors_scoring, seed,
-                                               pairs_per_forward, autocast, dist,
-                                               score_function, rank_method, progress)
+    data = data or DeviceSplit(split, options.device)
+    runs = options.authors_scoring
+    if runs > 0:
+        logits, reports = authors_scoring_runs(model, data, options)
         report = mean_report(reports)
     else:
-        logits = score_logits(model, data, pairs_per_forward, autocast, dist, progress)
-        report = retrieval_report(logits, split, score_function, rank_method)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.time() - t0
-    metrics = summary_metrics(report, split, score_function, direction, rank_method, seconds,
-                              pairs_per_forward, precision)
-    if authors_scoring > 0:
+        logits = score_logits(model, data, options.pairs_per_forward, options.autocast,
+                              options.dist, options.progress)
+        report = retrieval_report(logits, split, options.score_function, options.rank_method)
+    if options.device.type == "cuda":
+        torch.cuda.synchronize(options.device)
+    metrics = summary_metrics(report, split, options, time.time() - t0)
+    if runs > 0:
         metrics["scoring_mode"] = (f"train (dropout on, the authors' protocol), mean of "
-                                   f"{authors_scoring} runs")
-        metrics["authors_scoring"] = {"runs": authors_scoring,
-                                      "seeds": [seed + i for i in range(authors_scoring)],
+                                   f"{runs} runs")
+        metrics["authors_scoring"] = {"runs": runs,
+                                      "seeds": [options.seed + i for i in range(runs)],
                                       "spread": report["spread"],
                                       "tied_positives": report["ties_per_run"]}
     return metrics, report, logits

@@ -20,7 +20,7 @@ from tasks.retrieval.data import DEFAULT_VALID_IMAGES
 from tasks.retrieval.evaluate import SCORE_FUNCTIONS
 from tasks.retrieval.task import RetrievalTask
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 
 def build_parser():
