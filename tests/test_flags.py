@@ -5,24 +5,22 @@ testdev) is never cut by --tiny/--fast."""
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from generated import ROOT
+from generated import ROOT, common_flags
 from tasks.common import readers
 from tasks.common.args import kebab
-from tasks.qa.task import GQA_SPEC, VQA_SPEC, QATask
 from tasks.gqa.main import build_parser as gqa_parser
 from tasks.nlvr2.main import build_parser as nlvr2_parser
+from tasks.qa.task import GQA_SPEC, VQA_SPEC, QATask
 from tasks.retrieval import data as retrieval_data
 from tasks.retrieval.main import build_parser as retrieval_parser
 from tasks.retrieval.task import RetrievalTask
 from tasks.vqa.main import build_parser as vqa_parser
 from tasks.vqa.main import main as vqa_main
-from tools.make_data import make_data
 
 PARSERS = {"vqa": vqa_parser, "gqa": gqa_parser, "nlvr2": nlvr2_parser,
            "retrieval": retrieval_parser}
@@ -172,10 +170,8 @@ def test_launcher_dry_run_prints_the_command(tmp_path):
 
 # ------------------------------------------------------------------------ --tiny / --fast
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("flags") / "data"
-    make_data(out, images=16, dim=32, seed=0, small_model=True)
-    return out
+def root(small_root):
+    return small_root
 
 
 @pytest.fixture
@@ -189,8 +185,7 @@ def small_limits(monkeypatch):
 
 
 def _flags(root, output):
-    return ["--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"),
-            "--device", "cpu", "--numWorkers", "0", "--output", str(output)]
+    return common_flags(root, output, load_lxmert=False)
 
 
 @pytest.mark.parametrize("limit", ["--tiny", "--fast"])

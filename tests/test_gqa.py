@@ -5,25 +5,20 @@ import math
 import pytest
 import torch
 
-from tasks.qa.task import GQA_SPEC, QATask
+from generated import common_flags
 from tasks.common.run_folder import read_metrics
 from tasks.gqa.main import build_parser, main
-from tools.make_data import make_data
+from tasks.qa.task import GQA_SPEC, QATask
 
-IMAGES, DIM = 16, 32
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gqa") / "data"
-    make_data(out, images=IMAGES, dim=DIM, seed=0, small_model=True)
-    return out
+def root(small_root):
+    return small_root
 
 
 def _common(root, output):
-    return ["--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"),
-            "--device", "cpu", "--numWorkers", "0", "--batchSize", "16",
-            "--output", str(output)]
+    return common_flags(root, output, load_lxmert=False) + ["--batchSize", "16"]
 
 
 def _train(root, output, *extra):

@@ -23,7 +23,6 @@ from tasks.retrieval.evaluate import DeviceSplit, score_captions, score_logits, 
 from tasks.retrieval.main import main
 from tasks.retrieval.model import RetrievalModel
 from tasks.retrieval.task import pair_loss
-from tools.make_data import make_data
 
 IMAGES, DIM, CAPS, VALID = 8, 32, 5, 2
 FINAL_RE = re.compile(r"^Final r1:\d+\.\d{3}, r5:\d+\.\d{3}, r10:\d+\.\d{3}, "
@@ -31,15 +30,12 @@ FINAL_RE = re.compile(r"^Final r1:\d+\.\d{3}, r5:\d+\.\d{3}, r10:\d+\.\d{3}, "
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("flickr") / "data"
-    make_data(out, images=IMAGES, dim=DIM, seed=0, small_model=True)
-    return out
+def root(generated_root_factory):
+    return generated_root_factory(images=IMAGES, dim=DIM)
 
 
 def common(root, out):
-    return ["--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"),
-            "--device", "cpu", "--numWorkers", "0", "--output", str(out)]
+    return common_flags(root, out, load_lxmert=False)
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,8 @@ class NLVR2Dataset(Dataset):
     """Two images per example. Sentences are tokenized once at init.
 
     Items: dict `index` int64, `input_ids`/`token_position`/`input_mask` [L] int64,
-    `feats` [2,36,D] float32, `boxes` [2,36,4] float32, `label` int64 (-1 when unlabelled).
+    `feats` [2,36,D] float32, `boxes` [2,36,4] float32, `target` int64 (the example's `label`,
+    -1 when unlabelled).
     Keeps `data`, `identifiers`, `uids`, `labels` and `split_name`."""
 
     def __init__(self, data: list[dict], feature_stores, tokenizer, split_name: str = "",
@@ -81,7 +82,7 @@ class NLVR2Dataset(Dataset):
             item[name] = torch.from_numpy(arr[index])
         item["feats"] = torch.from_numpy(np.stack([f0, f1]))
         item["boxes"] = torch.from_numpy(np.stack([b0, b1]))
-        item["label"] = torch.tensor(self.labels[index], dtype=torch.int64)
+        item["target"] = torch.tensor(self.labels[index], dtype=torch.int64)
         return item
 
 

@@ -173,9 +173,9 @@ class NLVR2Task(Task):
 
     def compute_loss(self, model, batch):
         logits = self._logits(model, batch)
-        label = batch["label"]
-        loss = F.cross_entropy(logits.float(), label, ignore_index=IGNORE_LABEL)
-        hits = (logits.argmax(1) == label).sum()
+        target = batch["target"]
+        loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_LABEL)
+        hits = (logits.argmax(1) == target).sum()
         return loss, {"hits": hits}
 
     def train_score(self, stats, samples):

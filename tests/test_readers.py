@@ -337,13 +337,13 @@ def test_nlvr2_dataset(root, tokenizer):
     item = ds[0]
     assert item["feats"].shape == (2, 36, DIM) and item["feats"].dtype == torch.float32
     assert item["boxes"].shape == (2, 36, 4)
-    assert item["label"].dtype == torch.int64 and int(item["label"]) == data[0]["label"]
-    assert int(ds[1]["label"]) == -1
+    assert item["target"].dtype == torch.int64 and int(item["target"]) == data[0]["label"]
+    assert int(ds[1]["target"]) == -1
     assert item["input_ids"].shape == (20,) and item["index"].dtype == torch.int64
     f1, _ = store[data[0]["img1"]]
     assert np.array_equal(item["feats"][1].numpy(), f1)
     batch = next(iter(DataLoader(ds, batch_size=4)))
-    assert batch["feats"].shape == (4, 2, 36, DIM) and batch["label"].shape == (4,)
+    assert batch["feats"].shape == (4, 2, 36, DIM) and batch["target"].shape == (4,)
     assert ds.identifiers[0] == data[0]["identifier"]
     bad = [dict(data[0], img1="nope-0-0-img1")]
     with pytest.raises(MissingFeaturesError, match="nope-0-0-img1"):
