@@ -35,8 +35,7 @@ import torch
 from lxrt.config import LXRTConfig
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.precision import autocast as make_autocast
-from tasks.retrieval.data import FlickrAnnotations
-from tasks.retrieval.data import build_split, tokenize_captions
+from tasks.retrieval.data import FlickrAnnotations, build_split, tokenize_captions
 from tasks.retrieval.evaluate import (DeviceSplit, retrieval_report, score_captions,
                                       score_logits)
 from tasks.retrieval.metrics import argsort_ranks_numpy, recall_metrics

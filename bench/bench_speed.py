@@ -28,8 +28,8 @@ from lxrt.config import LXRTConfig
 from lxrt.optimization import BertAdam
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.batching import trim_text_padding
-from tasks.qa.model import QAModel
 from tasks.common.trainer import compile_module, mark_step_if_graphed
+from tasks.qa.model import QAModel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,8 +157,8 @@ def matching_throughput(config, device, pairs, steps, fast, tok):
 def pipeline_throughput(config, device, batch, steps, workers, tok, images):
     """Data pipeline alone and training fed by it, from a converted feature store."""
     from tasks.common.features import open_feature_store
-    from tasks.qa.data import AnswerTable, QADataset
     from tasks.common.tsv_format import ImageFeatures, encode_row
+    from tasks.qa.data import AnswerTable, QADataset
     tmp = Path(tempfile.mkdtemp(prefix="bench_speed_"))
     rng = np.random.default_rng(0)
     block = rng.random((36, config.visual_feat_dim), dtype=np.float32)

@@ -11,14 +11,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from generated import common_flags
 from lxrt.config import LXRTConfig
 from lxrt.loading import load_itm_head
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.features import open_feature_store
 from tasks.common.paths import DataRoot
-from tasks.retrieval.data import HardNegatives, load_flickr_annotations
-from tasks.retrieval.data import (RetrievalTrainDataset, SplitLoader, carve_minival,
-                                  hard_negative_table, split_files)
+from tasks.retrieval.data import (HardNegatives, RetrievalTrainDataset, SplitLoader,
+                                  carve_minival, hard_negative_table, load_flickr_annotations,
+                                  split_files)
 from tasks.retrieval.evaluate import DeviceSplit, score_captions, score_logits, scoring_order
 from tasks.retrieval.main import main
 from tasks.retrieval.model import RetrievalModel

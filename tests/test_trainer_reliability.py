@@ -16,12 +16,12 @@ import torch
 from generated import ROOT, _env, common_flags, make_root
 from tasks.common import checkpoints
 from tasks.common.checkpoints import CheckpointWriteError, atomic_torch_save
-from tasks.qa.task import QATask
 from tasks.common.readers import DataFormatError
-from tasks.qa.data import QADataset
 from tasks.common.resume import rng_state, set_rng_state
 from tasks.common.run_folder import RunLock, append_metrics, read_metrics
 from tasks.nlvr2.main import main as nlvr2_main
+from tasks.qa.data import QADataset
+from tasks.qa.task import QATask
 from tasks.retrieval.data import load_hard_negatives
 from tasks.vqa.main import main as vqa_main
 from tools.make_data import make_data
