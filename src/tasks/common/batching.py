@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-TEXT_KEYS = ("input_ids", "token_position", "input_mask", "segment_ids")
+from tasks.common.readers import TEXT_KEYS
 
 
 def trimmed_length(longest: int, full: int, multiple: int = 4) -> int:
