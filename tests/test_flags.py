@@ -16,7 +16,6 @@ from tasks.common.args import kebab
 from tasks.gqa.main import build_parser as gqa_parser
 from tasks.nlvr2.main import build_parser as nlvr2_parser
 from tasks.qa.task import GQA_SPEC, VQA_SPEC, QATask
-from tasks.retrieval import data as retrieval_data
 from tasks.retrieval.main import build_parser as retrieval_parser
 from tasks.retrieval.task import RetrievalTask
 from tasks.vqa.main import build_parser as vqa_parser
@@ -181,7 +180,7 @@ def small_limits(monkeypatch):
     monkeypatch.setitem(readers.TINY_IMG_NUM, "gqa", 4)
     monkeypatch.setitem(readers.TINY_IMG_NUM, "nlvr2", 4)
     monkeypatch.setattr(readers, "FAST_IMG_NUM", 6)
-    monkeypatch.setattr(retrieval_data, "TINY_IMAGES", 4)
+    monkeypatch.setitem(readers.TINY_IMG_NUM, "retrieval", 4)
 
 
 def _flags(root, output):

@@ -158,6 +158,8 @@ def test_topk_helpers():
     assert feature_topk("train", task="vqa", tiny=True) == 200
     assert feature_topk("train", task="gqa", tiny=True) == 512
     assert feature_topk("train", task="nlvr2", tiny=True) == 512
+    assert feature_topk("train", task="retrieval", tiny=True) == 512
+    assert feature_topk("test", task="retrieval", fast=True) == 5000
     assert feature_topk("train", task="vqa", fast=True) == 5000
     assert feature_topk("minival", task="vqa") == 5000
     assert feature_topk("minival", task="vqa", tiny=True) == 200

@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 # the token arrays every dataset item and every tokenized split holds
 TEXT_KEYS = ("input_ids", "token_position", "input_mask")
 
-# --tiny / --fast image counts (vqa_data.py:18-19 uses 200 for VQA; GQA and NLVR2 keep 512)
-TINY_IMG_NUM = {"vqa": 200, "gqa": 512, "nlvr2": 512, "easyvqa": 200}
+# --tiny / --fast image counts (vqa_data.py:18-19 uses 200 for VQA; the other tasks keep 512)
+TINY_IMG_NUM = {"vqa": 200, "gqa": 512, "nlvr2": 512, "easyvqa": 200, "retrieval": 512}
 FAST_IMG_NUM = 5000
 MINIVAL_TOPK = 5000  # VQA minival reads only the first 5000 TSV lines (vqa_data.py:102)
 

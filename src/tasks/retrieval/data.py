@@ -57,15 +57,14 @@ from torch.utils.data import Dataset
 
 from tasks.common.paths import DataRoot
 from tasks.common.readers import (TEXT_KEYS, DataFormatError, MissingFeaturesError,
-                                  check_feature_dim, read_records, tokenize_texts)
+                                  check_feature_dim, feature_topk, read_records,
+                                  tokenize_texts)
 
 log = logging.getLogger(__name__)
 
 PAIRS_PER_CAPTION = 4
 MINIVAL_SEED = 0          # the carved validation subset does not move with --seed
 DEFAULT_VALID_IMAGES = 500
-TINY_IMAGES = 512
-FAST_IMAGES = 5000
 HELD_OUT_FILES = ("valid2014", "val2014")
 
 
@@ -425,7 +424,8 @@ class SplitLoader:
 
     @property
     def topk(self) -> Optional[int]:
-        return TINY_IMAGES if self.tiny else FAST_IMAGES if self.fast else None
+        # every retrieval split is cut alike: train and minival share one feature file
+        return feature_topk("train", self.tiny, self.fast, task="retrieval")
 
     def _file(self, json_path: Path, tsv_path: Path):
         key = (str(json_path), str(tsv_path))
