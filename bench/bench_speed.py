@@ -29,7 +29,7 @@ from lxrt.optimization import BertAdam
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.batching import trim_text_padding
 from tasks.common.qa_model import QAModel
-from tasks.common.trainer import compile_module, mark_step_if_graphed
+from tasks.common.runtime import compile_module, mark_step_if_graphed
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp"
 

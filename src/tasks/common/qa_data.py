@@ -16,9 +16,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from lxrt.jsonfile import read_json as _read_json
+from tasks.common.task_dataset import TaskDataset
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def _tokenize(tokenizer, sents: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
-class QADataset(Dataset):
+class QADataset(TaskDataset):
     """Soft-score VQA/GQA dataset.
 
     All sentences are tokenized once here (never in `__getitem__` or the model). Targets are

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from tasks.common.qa_data import (DataFormatError, _ImageLookup, _is_int, _tokenize,
                                   check_feature_dim, check_not_empty,
                                   feature_topk as _feature_topk, filter_by_features, open_stores,
                                   stores_num_boxes,
                                   read_records, split_list)
+from tasks.common.task_dataset import TaskDataset
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def load_nlvr2_split(path: str | Path, require_label: bool = False) -> list[dict
     return data
 
 
-class NLVR2Dataset(Dataset):
+class NLVR2Dataset(TaskDataset):
     """Two images per example. Sentences are tokenized once at init.
 
     Items: dict `index` int64, `input_ids`/`token_position`/`input_mask` [L] int64,

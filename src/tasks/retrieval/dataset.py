@@ -38,10 +38,10 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from tasks.common.paths import DataRoot
 from tasks.common.qa_data import DataFormatError, MissingFeaturesError, check_feature_dim
+from tasks.common.task_dataset import TaskDataset
 from tasks.retrieval.data import (FlickrAnnotations, HardNegatives, load_flickr_annotations,
                                   load_hard_negatives)
 
@@ -275,7 +275,7 @@ def hard_negative_table(split: RetrievalSplit, hard: HardNegatives,
     return cand, counts
 
 
-class RetrievalTrainDataset(Dataset):
+class RetrievalTrainDataset(TaskDataset):
     """One item per caption of `split`: the authors' 4 pairs (see the module docstring).
 
     Item: `index` int64, `caption_index` [4], `image_index` [4] int64, `input_ids`,
