@@ -162,6 +162,16 @@ def test_truncated_resume_state_names_the_file(root, tmp_path):
         _vqa(root, tmp_path / "cut", "--epochs", "1", "--resume")
 
 
+def test_resume_state_of_an_earlier_format_is_refused_naming_it(root, tmp_path):
+    path = _stopped_run(root, tmp_path / "old")
+    saved = torch.load(path, weights_only=True)
+    del saved["format"]  # format 1 had no "format" key
+    torch.save(saved, path)
+    with pytest.raises(SystemExit, match=r"resume.pth was written by an earlier version .*"
+                                         r"format 1, expected 2"):
+        _vqa(root, tmp_path / "old", "--epochs", "1", "--resume")
+
+
 def test_rng_state_is_plain_data_and_round_trips(tmp_path):
     import random
     state = rng_state()

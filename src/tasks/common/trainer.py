@@ -195,7 +195,7 @@ class Trainer:
         return autocast(self.device, self.precision)
 
     def to_device(self, batch: dict) -> dict:
-        if getattr(self.args, "trim_padding", True):
+        if self.args.trim_padding:
             batch = trim_text_padding(batch)
         non_blocking = self.device.type == "cuda"
         return {k: v.to(self.device, non_blocking=non_blocking) if torch.is_tensor(v) else v
@@ -219,14 +219,14 @@ class Trainer:
         ranks) and return the outputs concatenated on the CPU in dataset order."""
         indices = list(range(self.dist.rank, len(dataset), self.dist.world_size))
         lengths = text_lengths(dataset)
-        if lengths is not None and getattr(self.args, "trim_padding", True):
+        if lengths is not None and self.args.trim_padding:
             indices = longest_first(indices, lengths)  # outputs go back to dataset order below
         subset = torch.utils.data.Subset(dataset, indices)
         loader = self._loader(subset, self.eval_batch_size())
         chunks: dict = {}
         model.eval()
         with torch.no_grad(), self.autocast():
-            for batch in progress(loader, desc, self.is_main and self.use_tqdm):
+            for batch in progress(loader, desc, self.shows_progress):
                 out = step(model, self.to_device(batch))
                 for key, value in out.items():
                     chunks.setdefault(key, []).append(value.detach())
@@ -242,6 +242,11 @@ class Trainer:
     @property
     def use_tqdm(self) -> bool:
         return bool(self.args.tqdm) or sys.stderr.isatty()
+
+    @property
+    def shows_progress(self) -> bool:
+        """Progress bars are drawn by rank 0 only."""
+        return self.is_main and self.use_tqdm
 
     # ---- model --------------------------------------------------------------------------
 
@@ -280,7 +285,7 @@ class Trainer:
         args = self.args
         dataset = self._train_dataset()
         sampler = training_sampler(dataset, args.batch_size, self.dist, args.seed,
-                                   getattr(args, "length_buckets", 0))
+                                   args.length_buckets)
         t_total = sampler.num_batches * args.epochs
         optimizer = BertAdam(list(model.parameters()), lr=args.lr, warmup=args.warmup,
                              t_total=t_total)
@@ -333,8 +338,7 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         totals, started = state.totals, time.time()
         seconds_before = totals.seconds  # > 0 when resuming mid-epoch
-        bar = progress(loader, f"epoch {state.epoch}", self.is_main and self.use_tqdm,
-                       total=len(loader))
+        bar = progress(loader, f"epoch {state.epoch}", self.shows_progress, total=len(loader))
         watch = NonFiniteLossWatch(self.device)
         for done_here, batch in enumerate(bar, start=1):
             batch = self.to_device(batch)
@@ -357,7 +361,7 @@ class Trainer:
         periodic = done_here % NONFINITE_CHECK_EVERY == 0  # one host sync per this many steps
         if checkpoint or stop or periodic:
             watch.check(self.dist, state.epoch, state.global_step - totals.steps)
-        if periodic and hasattr(bar, "set_postfix"):  # a tqdm bar, not the bare loader
+        if periodic and self.shows_progress:  # `bar` is a tqdm bar
             bar.set_postfix(loss=f"{totals.loss_sum.item() / totals.steps:.4f}",
                             samples_s=f"{totals.samples / max(totals.seconds, 1e-9):.0f}")
         if checkpoint or stop:
