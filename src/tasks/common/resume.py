@@ -118,9 +118,14 @@ def check_same_run(path: Path, saved_args: dict, args) -> None:
                       f"Use the same flags, or add --resumeChangedFlags to continue anyway.")
 
 
+def plain_scalar(value) -> torch.Tensor:
+    """A running 0-d stat (a tensor on any device, or a number) as a float CPU tensor."""
+    return torch.as_tensor(value).detach().float().cpu()
+
+
 def epoch_stats_to_plain(stats: dict) -> dict:
     """The running train stats of the current epoch as 0-d CPU tensors (safe to save)."""
-    return {k: torch.as_tensor(v).detach().float().cpu() for k, v in stats.items()}
+    return {k: plain_scalar(v) for k, v in stats.items()}
 
 
 def plain_data(value):

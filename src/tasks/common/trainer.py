@@ -36,8 +36,8 @@ from tasks.common.checkpoints import (atomic_torch_save, atomic_write_json,
 from tasks.common.divergence import NONFINITE_CHECK_EVERY, NonFiniteLossWatch
 from tasks.common.precision import autocast, grad_scaler
 from tasks.common.resume import (RESUME_FORMAT, check_same_run, epoch_stats_to_plain,
-                                 load_resume_file, plain_args, plain_data, rng_state,
-                                 set_rng_state)
+                                 load_resume_file, plain_args, plain_data, plain_scalar,
+                                 rng_state, set_rng_state)
 from tasks.common.run_folder import RunLock, append_metrics, start_metrics_section
 from tasks.common.runtime import (compile_module, default_num_workers, git_commit, gpu_name,
                                   library_versions, mark_step_if_graphed, progress,
@@ -137,8 +137,8 @@ class TrainState:
 
     def rank_fields(self) -> dict:
         """This rank's part of resume.pth (0-d CPU tensors)."""
-        loss_sum = self.totals.loss_sum if self.totals.loss_sum is not None else torch.zeros(())
-        return {"loss_sum": epoch_stats_to_plain({"loss": loss_sum})["loss"],
+        loss_sum = self.totals.loss_sum if self.totals.loss_sum is not None else 0.0
+        return {"loss_sum": plain_scalar(loss_sum),
                 "task_stats": epoch_stats_to_plain(self.task_stats)}
 
     @classmethod
