@@ -28,7 +28,7 @@ from lxrt.config import LXRTConfig
 from lxrt.optimization import BertAdam
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.batching import trim_text_padding
-from tasks.common.trainer import compile_module, mark_step_if_graphed
+from tasks.common.runtime import compile_module, mark_step_if_graphed
 from tasks.qa.model import QAModel
 
 ROOT = Path(__file__).resolve().parents[1]

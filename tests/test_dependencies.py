@@ -108,6 +108,6 @@ def test_run_info_is_written_without_optional_packages(tmp_path, monkeypatch):
 
 
 def test_installed_version_of_a_missing_distribution_is_none():
-    from tasks.common.trainer import installed_version
+    from tasks.common.runtime import installed_version
     assert installed_version("no-such-distribution-lxmert-s") is None
     assert installed_version("numpy") is not None

@@ -163,6 +163,16 @@ def test_truncated_resume_state_names_the_file(root, tmp_path):
         _vqa(root, tmp_path / "cut", "--epochs", "1", "--resume")
 
 
+def test_resume_state_of_an_earlier_format_is_refused_naming_it(root, tmp_path):
+    path = _stopped_run(root, tmp_path / "old")
+    saved = torch.load(path, weights_only=True)
+    del saved["format"]  # format 1 had no "format" key
+    torch.save(saved, path)
+    with pytest.raises(SystemExit, match=r"resume.pth was written by an earlier version .*"
+                                         r"format 1, expected 2"):
+        _vqa(root, tmp_path / "old", "--epochs", "1", "--resume")
+
+
 def test_rng_state_is_plain_data_and_round_trips(tmp_path):
     import random
     state = rng_state()
@@ -287,3 +297,50 @@ def test_summary_reports_the_best_epoch_not_the_last(root, tmp_path, monkeypatch
     assert summary["best_epoch"] == 1 and summary["best"]["accuracy"] == pytest.approx(70)
     assert read_metrics(out / "metrics.jsonl")[-1]["best_epoch"] == 1
     assert "best epoch 1" in (out / "log.txt").read_text()
+
+
+# ---- 8. the trainer's own totals apart from the task's stats ----------------------------------
+
+def test_task_stats_named_like_the_trainers_totals_stay_apart(root, tmp_path, monkeypatch):
+    # the trainer once summed its loss into the task's stats dict under "loss_sum": a task
+    # stat of that name corrupted the train loss and never reached train_score
+    real_loss, losses, seen = QATask.compute_loss, [], {}
+
+    def compute_loss(self, model, batch):
+        loss, stats = real_loss(self, model, batch)
+        losses.append(loss.item())
+        return loss, {**stats, "loss_sum": torch.tensor(1.0), "steps": torch.tensor(2.0)}
+
+    def train_score(self, stats, samples):
+        seen.update(stats, samples=samples)
+        return 0.5
+
+    monkeypatch.setattr(QATask, "compute_loss", compute_loss)
+    monkeypatch.setattr(QATask, "train_score", train_score)
+    out = tmp_path / "names"
+    _vqa(root, out, "--epochs", "1", "--stopAfterSteps", "5")
+    _vqa(root, out, "--epochs", "1", "--resume")  # the task's running stats are resumed too
+    record = read_metrics(out / "metrics.jsonl")[-1]
+    assert len(losses) == STEPS
+    assert record["train_loss"] == pytest.approx(sum(losses) / STEPS, rel=1e-5)
+    assert seen["loss_sum"].item() == STEPS and seen["steps"].item() == 2 * STEPS
+    assert seen["samples"] == 32 * STEPS and record["train_score"] == 0.5
+
+
+def test_a_training_set_must_be_a_task_dataset(tmp_path):
+    from tasks.common.args import base_parser
+    from tasks.common.trainer import Task, Trainer
+
+    class PlainListTask(Task):
+        def train_dataset(self):
+            return torch.utils.data.TensorDataset(torch.zeros(4, 2))
+
+    args = base_parser("t", 1).parse_args(["--device", "cpu", "--numWorkers", "0",
+                                            "--output", str(tmp_path), "--train", "train"])
+    trainer = Trainer(args, PlainListTask())
+    try:
+        with pytest.raises(TypeError, match="PlainListTask.train_dataset.* TensorDataset.*"
+                                            "TaskDataset"):
+            trainer.fit(torch.nn.Linear(2, 1), None)
+    finally:
+        trainer.close()

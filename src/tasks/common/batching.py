@@ -33,8 +33,8 @@ def trim_text_padding(batch: dict, multiple: int = 4) -> dict:
 
 
 def text_lengths(dataset) -> Optional[np.ndarray]:
-    """Real tokens per example of a dataset that tokenized its text once into `tokens`
-    (QA and NLVR2 datasets), else None."""
+    """Real tokens per example of anything holding its text tokenized once in `tokens` (see
+    `task_dataset.TaskDataset`; also a retrieval split), else None."""
     tokens = getattr(dataset, "tokens", None)
     if not isinstance(tokens, dict) or "input_mask" not in tokens:
         return None

@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from tasks.common import distributed as D
+from tasks.common import distributed
 
 # How often (in steps) the training loop reads its non-finite-loss flag: one host sync per
 # NONFINITE_CHECK_EVERY steps instead of one per step. After a NaN/inf loss the weights are
@@ -36,17 +36,17 @@ class NonFiniteLossWatch:
             if self.indices.shape == indices.shape:  # (drop_last: every batch has one size)
                 self.indices = torch.where(new, indices, self.indices)
 
-    def check(self, dist: D.DistInfo, epoch: int, epoch_start_step: int) -> None:
+    def check(self, dist: distributed.DistInfo, epoch: int, epoch_start_step: int) -> None:
         """Raise NonFiniteLoss (on every rank) if any rank has seen a non-finite loss."""
         bad = (self.first_batch >= 0).float()
-        if D.sum_over_ranks(dist, bad).item() == 0:
+        if distributed.sum_over_ranks(dist, bad).item() == 0:
             return
         mine = None
         if self.first_batch.item() >= 0:
             batch = int(self.first_batch.item())
             indices = self.indices.tolist() if self.indices is not None else None
             mine = (dist.rank, batch, indices)
-        found = [x for x in D.gather_objects(dist, mine) if x is not None]
+        found = [x for x in distributed.gather_objects(dist, mine) if x is not None]
         rank, batch, indices = min(found, key=lambda x: x[1])
         where = f" on rank {rank}" if dist.enabled else ""
         raise NonFiniteLoss(

@@ -4,7 +4,12 @@ that a --resume continues the same run.
 The file is read with `torch.load(weights_only=True)`: tensors and plain containers only, so a
 tampered file cannot run code. Everything saved is therefore tensors, numbers, strings, lists
 and dicts: the python and numpy RNG states are turned into lists and ints, `vars(args)` into
-JSON types."""
+JSON types.
+
+Layout (RESUME_FORMAT 2): `model`, `optimizer`, `scaler` state dicts, `args` (plain), the
+trainer's `TrainState` fields at the top level (`epoch`, `batch`, `global_step`, `best_score`,
+`best_epoch`, `best_metrics`, `seconds`, `samples`) and `per_rank`, one entry per process in
+rank order: its `rng` state, its running `loss_sum` and the task's running `task_stats`."""
 from __future__ import annotations
 
 import json
@@ -17,12 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 # Flags whose change makes a resumed run a different run (optimizer schedule, data, model).
 RUN_SHAPING_FLAGS = ("lr", "batch_size", "epochs", "seed", "warmup", "clip_norm", "optim",
                      "train", "valid", "model_config", "llayers", "xlayers", "rlayers",
                      "precision", "tiny", "fast", "length_buckets")
+
+
+RESUME_FORMAT = 2  # 1: the trainer's loss sum mixed into the task's stats (not readable now)
 
 
 class ResumeError(SystemExit):
@@ -82,6 +90,10 @@ def load_resume_file(path: Path) -> dict:
     if not isinstance(saved, dict) or "model" not in saved or "epoch" not in saved:
         raise ResumeError(f"--resume: {path} is not a resume state (expected a dict with "
                           f"'model', 'optimizer', 'epoch', ...)")
+    if saved.get("format") != RESUME_FORMAT:
+        raise ResumeError(f"--resume: {path} was written by an earlier version of the trainer "
+                          f"(format {saved.get('format', 1)}, expected {RESUME_FORMAT}); start "
+                          f"without --resume")
     return saved
 
 
@@ -106,9 +118,14 @@ def check_same_run(path: Path, saved_args: dict, args) -> None:
                       f"Use the same flags, or add --resumeChangedFlags to continue anyway.")
 
 
+def plain_scalar(value) -> torch.Tensor:
+    """A running 0-d stat (a tensor on any device, or a number) as a float CPU tensor."""
+    return torch.as_tensor(value).detach().float().cpu()
+
+
 def epoch_stats_to_plain(stats: dict) -> dict:
     """The running train stats of the current epoch as 0-d CPU tensors (safe to save)."""
-    return {k: torch.as_tensor(v).detach().float().cpu() for k, v in stats.items()}
+    return {k: plain_scalar(v) for k, v in stats.items()}
 
 
 def plain_data(value):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from tasks.common import readers
+from tasks.common.task_dataset import TaskDataset
 from tasks.common.readers import (DataFormatError, ImageLookup, check_feature_dim,
                                   check_not_empty, filter_by_features, is_integer, open_stores,
                                   read_records, split_list, stores_num_boxes, tokenize_texts)
@@ -49,7 +49,7 @@ def load_nlvr2_split(path: str | Path, require_label: bool = False) -> list[dict
     return data
 
 
-class NLVR2Dataset(Dataset):
+class NLVR2Dataset(TaskDataset):
     """Two images per example. Sentences are tokenized once at init.
 
     Items: dict `index` int64, `input_ids`/`token_position`/`input_mask` [L] int64,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from tasks.common.task_dataset import TaskDataset
 from tasks.common.readers import (DataFormatError, ImageLookup, check_feature_dim,
                                   check_not_empty, feature_topk, filter_by_features,
                                   is_integer, is_number, open_stores, read_json, read_records,
@@ -111,7 +111,7 @@ class AnswerTable:
 
 
 # ---------------------------------------------------------------------------------- datasets
-class QADataset(Dataset):
+class QADataset(TaskDataset):
     """Soft-score VQA/GQA dataset.
 
     All sentences are tokenized once here (never in `__getitem__` or the model). Targets are

@@ -53,8 +53,8 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from tasks.common.task_dataset import TaskDataset
 from tasks.common.paths import DataRoot
 from tasks.common.readers import (TEXT_KEYS, DataFormatError, MissingFeaturesError,
                                   check_feature_dim, feature_topk, read_records,
@@ -487,7 +487,7 @@ def hard_negative_table(split: RetrievalSplit, hard: HardNegatives,
     return cand, counts
 
 
-class RetrievalTrainDataset(Dataset):
+class RetrievalTrainDataset(TaskDataset):
     """One item per caption of `split`: the authors' 4 pairs (see the module docstring).
 
     Item: `index` int64, `caption_index` [4], `image_index` [4] int64, `input_ids`,
