@@ -143,6 +143,16 @@ def _beaten(block: torch.Tensor, gt_score: torch.Tensor, conservative: bool) -> 
     return block >= gt_score if conservative else block > gt_score
 
 
+def _checked_inputs(scores: ArrayLike, caption_to_image: ArrayLike, method: str,
+                    need_every_image: bool):
+    """(scores as a float tensor [captions, images], caption -> image index tensor), after
+    checking the rank method and the caption-to-image map."""
+    _check_method(method)
+    scores = _as_scores(scores)
+    c2i = _as_index(caption_to_image, scores.device)
+    _check_caption_to_image(c2i, scores.shape[0], scores.shape[1], need_every_image)
+    return scores, c2i
+
 @torch.no_grad()
 def ranks_strict_greater(scores: ArrayLike, gt_index: ArrayLike,
                          chunk_size: Optional[int] = None) -> torch.Tensor:
@@ -185,10 +195,7 @@ def image_retrieval_ranks(scores: ArrayLike, caption_to_image: ArrayLike,
     """IR: each caption (row) ranks all images; 0-based rank of its GT image ``[num_captions]``.
     ``method="conservative"``/``"optimistic"``: torch int64 on the scores' device;
     ``"argsort"``: numpy int64."""
-    _check_method(method)
-    scores = _as_scores(scores)
-    c2i = _as_index(caption_to_image, scores.device)
-    _check_caption_to_image(c2i, scores.shape[0], scores.shape[1], need_every_image=False)
+    scores, c2i = _checked_inputs(scores, caption_to_image, method, need_every_image=False)
     if method == "argsort":
         return argsort_ranks_numpy(scores, c2i)
     return _row_ranks(scores, c2i, chunk_size, conservative=method == "conservative")
@@ -200,11 +207,8 @@ def text_retrieval_ranks_standard(scores: ArrayLike, caption_to_image: ArrayLike
                                   chunk_size: Optional[int] = None):
     """Standard TR: each image ranks all captions; rank = best rank among its own captions
     ``[num_images]``. Every image needs at least one caption."""
-    _check_method(method)
-    scores = _as_scores(scores)
+    scores, c2i = _checked_inputs(scores, caption_to_image, method, need_every_image=True)
     n_cap, n_img = scores.shape
-    c2i = _as_index(caption_to_image, scores.device)
-    _check_caption_to_image(c2i, n_cap, n_img, need_every_image=True)
     if method == "argsort":
         s = _to_numpy_f64(scores).T  # [num_images, num_captions]
         c2i_np = c2i.cpu().numpy()
@@ -231,11 +235,8 @@ def text_retrieval_ranks_first_caption(scores: ArrayLike, caption_to_image: Arra
     """The authors' TR: candidates are the first caption of each image only; each image
     (query) ranks those ``num_images`` candidates; rank of its own first caption
     ``[num_images]``. Every image needs at least one caption."""
-    _check_method(method)
-    scores = _as_scores(scores)
+    scores, c2i = _checked_inputs(scores, caption_to_image, method, need_every_image=True)
     n_cap, n_img = scores.shape
-    c2i = _as_index(caption_to_image, scores.device)
-    _check_caption_to_image(c2i, n_cap, n_img, need_every_image=True)
     first = first_caption_index(c2i, n_img)  # [n_img], candidate k = caption first[k]
     if method == "argsort":
         sub = _to_numpy_f64(scores.index_select(0, first)).T  # [query image j, candidate k]
