@@ -32,19 +32,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from lxrt.config import LXRTConfig  # noqa: E402
-from lxrt.tokenization import LXRTTokenizer, find_vocab_file  # noqa: E402
-from tasks.common.precision import autocast as make_autocast  # noqa: E402
-from tasks.retrieval.data import FlickrAnnotations  # noqa: E402
-from tasks.retrieval.dataset import build_split, tokenize_captions  # noqa: E402
+from lxrt.config import LXRTConfig
+from lxrt.tokenization import LXRTTokenizer, find_vocab_file
+from tasks.common.precision import autocast as make_autocast
+from tasks.retrieval.data import FlickrAnnotations, build_split, tokenize_captions
 from tasks.retrieval.evaluate import (DeviceSplit, retrieval_report, score_captions,
-                                      score_logits)  # noqa: E402
-from tasks.retrieval.metrics import argsort_ranks_numpy, recall_metrics  # noqa: E402
-from tasks.retrieval.model import RetrievalModel  # noqa: E402
-from tools.make_data import small_config_dict  # noqa: E402
+                                      score_logits)
+from tasks.retrieval.metrics import argsort_ranks_numpy, recall_metrics
+from tasks.retrieval.model import RetrievalModel
+from tools.make_data import small_config_dict
+
+ROOT = Path(__file__).resolve().parents[1]
 
 WORDS = {"adj": ["small", "large", "red", "blue", "young", "old", "happy", "wet", "dark"],
          "noun": ["dog", "man", "woman", "child", "car", "ball", "bike", "boat", "horse"],

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,15 +24,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from lxrt.config import LXRTConfig
+from lxrt.optimization import BertAdam
+from lxrt.tokenization import LXRTTokenizer, find_vocab_file
+from tasks.common.batching import trim_text_padding
+from tasks.common.runtime import compile_module, mark_step_if_graphed
+from tasks.qa.model import QAModel
 
-from lxrt.config import LXRTConfig  # noqa: E402
-from lxrt.optimization import BertAdam  # noqa: E402
-from lxrt.tokenization import LXRTTokenizer, find_vocab_file  # noqa: E402
-from tasks.common.batching import trim_text_padding  # noqa: E402
-from tasks.common.qa_model import QAModel  # noqa: E402
-from tasks.common.trainer import compile_module, mark_step_if_graphed  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SIZES = {
     "full": dict(),  # bert-base sizes
@@ -159,8 +157,8 @@ def matching_throughput(config, device, pairs, steps, fast, tok):
 def pipeline_throughput(config, device, batch, steps, workers, tok, images):
     """Data pipeline alone and training fed by it, from a converted feature store."""
     from tasks.common.features import open_feature_store
-    from tasks.common.qa_data import AnswerTable, QADataset
     from tasks.common.tsv_format import ImageFeatures, encode_row
+    from tasks.qa.data import AnswerTable, QADataset
     tmp = Path(tempfile.mkdtemp(prefix="bench_speed_"))
     rng = np.random.default_rng(0)
     block = rng.random((36, config.visual_feat_dim), dtype=np.float32)

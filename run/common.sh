@@ -6,6 +6,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="$REPO_ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM=false
 
+DEVICES_RE='^(cpu|[0-9]+(,[0-9]+)*)$'
+
 # Several machines: set NNODES (>1), NODE_RANK, MASTER_ADDR and MASTER_PORT on each and give
 # every machine the same GPU list; the global batch is split over all processes.
 rendezvous() {
@@ -20,6 +22,10 @@ rendezvous() {
 launch() {
     local devices=$1; shift
     local module=$1; shift
+    if [[ -n "${LXRT_DRY_RUN:-}" ]]; then  # print what would run, run nothing
+        echo "dry run: devices $devices: python -m $module $*"
+        return 0
+    fi
     if [[ "$devices" == "cpu" ]]; then
         python -m "$module" --device cpu "$@"
     elif [[ "$devices" =~ ^[0-9]+$ ]] && (( ${NNODES:-1} <= 1 )); then
@@ -37,9 +43,24 @@ launch() {
     fi
 }
 
-usage_check() {  # usage_check NARGS_GIVEN SCRIPT_USAGE
-    if (( $1 < 2 )); then
-        echo "usage: $2" >&2
+# usage_check NARGS_GIVEN SCRIPT_USAGE DEVICES NAME: run before anything is created, so a
+# bad call (missing or malformed GPU argument, missing name, a name that would leave snap/)
+# stops with the usage line, exit status 2, and no directory made.
+usage_check() {
+    local nargs=$1 usage=$2 devices=${3:-} name=${4:-}
+    local problem=""
+    if (( nargs < 2 )); then
+        problem="give a GPU argument and an experiment name"
+    elif [[ ! "$devices" =~ $DEVICES_RE ]]; then
+        problem="first argument must be a GPU id (0), a list of GPU ids (0,1,2,3) or cpu; got '$devices'"
+    elif [[ -z "$name" || "$name" == -* ]]; then
+        problem="second argument must be the experiment name; got '$name'"
+    elif [[ "$name" == */* || "$name" == "." || "$name" == ".." ]]; then
+        problem="experiment name '$name' must be a plain directory name under snap/<task>/ (no '/', '.' or '..')"
+    fi
+    if [[ -n "$problem" ]]; then
+        echo "$problem" >&2
+        echo "usage: $usage" >&2
         exit 2
     fi
 }

@@ -8,7 +8,7 @@
 # 4. scores the test split and writes snap/easyvqa/NAME/test_predict.json.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/easyvqa_finetune.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]"
+usage_check $# "bash run/easyvqa_finetune.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
 output="snap/easyvqa/$2"
 mkdir -p "$output"
 data_root="${LXRT_DATA_ROOT:-data}"

@@ -10,7 +10,7 @@
 # Set EASYVQA_CONVERT_FLAGS (e.g. "--limit-images 60 --dim 64") for a quick trial.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/easyvqa_pretrain.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]"
+usage_check $# "bash run/easyvqa_pretrain.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
 devices=$1
 name=$2
 data_root="${LXRT_DATA_ROOT:-data}"

@@ -4,7 +4,7 @@
 # Extra flags are appended, e.g. --mceLoss, --tiny, --numWorkers 4.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/gqa_finetune.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]"
+usage_check $# "bash run/gqa_finetune.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
 output="snap/gqa/$2"
 mkdir -p "$output"
 launch "$1" tasks.gqa.main \

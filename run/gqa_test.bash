@@ -5,7 +5,7 @@
 #    --test testdev scores testdev and writes testdev_predict.json
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/gqa_test.bash GPU_ID|GPU_IDS|cpu NAME --test submit|testdev --load PATH/BEST"
+usage_check $# "bash run/gqa_test.bash GPU_ID|GPU_IDS|cpu NAME --test submit|testdev --load PATH/BEST" "${1:-}" "${2:-}"
 if [[ " ${*:3} " != *" --test "* && " ${*:3} " != *" --test="* ]]; then
     echo "give the split to predict: --test submit|testdev (and --load PATH/BEST)" >&2
     exit 2

@@ -10,7 +10,7 @@
 # Output: snap/retrieval/NAME/ (BEST.pth, LAST.pth, log.log, metrics.jsonl, resume.pth)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/image_retrieval_finetune.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]"
+usage_check $# "bash run/image_retrieval_finetune.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
 output="snap/retrieval/$2"
 mkdir -p "$output"
 launch "$1" tasks.retrieval.main \

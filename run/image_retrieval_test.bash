@@ -7,7 +7,7 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 usage="bash run/image_retrieval_test.bash GPU_ID|GPU_IDS|cpu NAME --load PATH/LAST [extra flags]"
-usage_check $# "$usage"
+usage_check $# "$usage" "${1:-}" "${2:-}"
 if [[ " ${*:3} " != *" --load "* && " ${*:3} " != *" --load="* ]]; then
     echo "usage: $usage   (--load is required)" >&2
     exit 2

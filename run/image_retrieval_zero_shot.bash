@@ -8,7 +8,7 @@
 # (The authors' script loaded /data/model; data/model is meant.)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/image_retrieval_zero_shot.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]"
+usage_check $# "bash run/image_retrieval_zero_shot.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
 output="snap/retrieval/$2"
 mkdir -p "$output"
 launch "$1" tasks.retrieval.main \

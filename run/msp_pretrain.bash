@@ -5,10 +5,11 @@
 #   bash run/msp_pretrain.bash GPU NAME [flags for every stage]
 # Output: snap/pretrain/NAME/{token,phrase,sentence}/; the result to fine-tune from is
 # snap/pretrain/NAME/sentence/LAST (or .../sentence/BEST_EVAL_LOSS).
-# A finished stage (its LAST_LXRT.pth and no resume left mid-stage) is not run again.
+# A finished stage (a stage_done file in its folder) is not run again.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/msp_pretrain.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]"
+source "$(dirname "$0")/pretrain_stage.sh"
+usage_check $# "bash run/msp_pretrain.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
 devices=$1
 name=$2
 configs="$REPO_ROOT/run/configs/msp"
@@ -18,9 +19,9 @@ for stage in token phrase sentence; do
     if [[ -f "$output/stage_done" ]]; then
         echo "stage $stage already finished in $output"
     else
-        bash "$REPO_ROOT/run/pretrain.bash" "$devices" "$name/$stage" \
+        pretrain_stage "$devices" "$output" \
             --stage "$configs/$stage.json" ${init[@]+"${init[@]}"} "${@:3}"
-        touch "$output/stage_done"
+        [[ -n "${LXRT_DRY_RUN:-}" ]] || touch "$output/stage_done"
     fi
     init=(--init "$output/LAST")
 done

@@ -3,7 +3,7 @@
 # Output: snap/nlvr2/NAME/ (BEST.pth, LAST.pth, log.log, metrics.jsonl, run_info.json)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/nlvr2_finetune.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]"
+usage_check $# "bash run/nlvr2_finetune.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
 output="snap/nlvr2/$2"
 mkdir -p "$output"
 launch "$1" tasks.nlvr2.main \

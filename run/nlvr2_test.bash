@@ -6,7 +6,7 @@
 #    (hidden needs nlvr2/hidden.json and nlvr2_imgfeat/hidden_obj36.tsv).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/nlvr2_test.bash GPU_ID|GPU_IDS|cpu NAME --test test|valid|hidden --load PATH/BEST"
+usage_check $# "bash run/nlvr2_test.bash GPU_ID|GPU_IDS|cpu NAME --test test|valid|hidden --load PATH/BEST" "${1:-}" "${2:-}"
 if [[ " ${*:3} " != *" --test "* && " ${*:3} " != *" --test="* ]]; then
     echo "give the split to predict: --test test|valid|hidden (and --load PATH/BEST)" >&2
     exit 2

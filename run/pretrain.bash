@@ -8,14 +8,6 @@
 # MASTER_PORT (run/common.sh).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/pretrain.bash GPU_ID|GPU_IDS|cpu NAME --stage CONFIG [extra flags]"
-output="snap/pretrain/$2"
-mkdir -p "$output"
-if [[ "$1" == *,* ]] || (( ${NNODES:-1} > 1 )); then
-    # build the corpus index and the other caches once, before the processes start
-    python -m tasks.pretrain.main --prepareOnly --device cpu --output "$output" "${@:3}"
-fi
-launch "$1" tasks.pretrain.main \
-    --llayers 0 --xlayers 5 --rlayers 0 \
-    --optim bert --warmup 0.05 --clipNorm 1.0 \
-    --tqdm --output "$output" "${@:3}"
+source "$(dirname "$0")/pretrain_stage.sh"
+usage_check $# "bash run/pretrain.bash GPU_ID|GPU_IDS|cpu NAME --stage CONFIG [extra flags]" "${1:-}" "${2:-}"
+pretrain_stage "$1" "snap/pretrain/$2" "${@:3}"

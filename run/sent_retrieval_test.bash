@@ -8,7 +8,7 @@
 # Output: snap/retrieval/NAME/ (eval.log, test_metrics.json, test_scores.npy, ...)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/sent_retrieval_test.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]"
+usage_check $# "bash run/sent_retrieval_test.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
 # the same run as image_retrieval_test.bash; later flags win, so these select text retrieval
 exec bash "$(dirname "$0")/image_retrieval_test.bash" "$1" "$2" \
     --direction text --scoreFunction logit "${@:3}"

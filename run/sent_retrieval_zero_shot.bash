@@ -7,7 +7,7 @@
 # retrieval, for both score functions. Output: snap/retrieval/NAME/ (eval.log, test_*.json/npy).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/sent_retrieval_zero_shot.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]"
+usage_check $# "bash run/sent_retrieval_zero_shot.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
 # the same run as image_retrieval_zero_shot.bash; later flags win, so these select text retrieval
 exec bash "$(dirname "$0")/image_retrieval_zero_shot.bash" "$1" "$2" \
     --direction text --scoreFunction prob "${@:3}"

@@ -3,7 +3,7 @@
 # Output: snap/vqa/NAME/ (BEST.pth, LAST.pth, log.log, metrics.jsonl, run_info.json)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/vqa_finetune.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]"
+usage_check $# "bash run/vqa_finetune.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
 output="snap/vqa/$2"
 mkdir -p "$output"
 launch "$1" tasks.vqa.main \

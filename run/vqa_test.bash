@@ -4,7 +4,7 @@
 # -> snap/vqa/NAME/test_predict.json   (--test minival scores minival instead)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/vqa_test.bash GPU_ID|GPU_IDS|cpu NAME --test test --load PATH/BEST"
+usage_check $# "bash run/vqa_test.bash GPU_ID|GPU_IDS|cpu NAME --test test --load PATH/BEST" "${1:-}" "${2:-}"
 output="snap/vqa/$2"
 mkdir -p "$output"
 launch "$1" tasks.vqa.main \

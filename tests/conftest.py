@@ -16,3 +16,29 @@ try:
     torch.set_num_threads(int(os.environ.get("LXRT_TEST_THREADS", "1")))
 except ImportError:  # pragma: no cover
     pass
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def generated_root_factory(tmp_path_factory):
+    """Generated data roots (tools.make_data, small model), one per (images, dim, seed), shared
+    by every test of the session; a test that changes files works on a copy."""
+    from tools.make_data import make_data
+    roots = {}
+
+    def make(images: int = 16, dim: int = 32, seed: int = 0):
+        key = (images, dim, seed)
+        if key not in roots:
+            out = tmp_path_factory.mktemp(f"data_{images}x{dim}_seed{seed}") / "data"
+            make_data(out, images=images, dim=dim, seed=seed, small_model=True)
+            roots[key] = out
+        return roots[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def small_root(generated_root_factory):
+    """The generated data root the end-to-end task tests read: 16 images, 32-d features."""
+    return generated_root_factory()

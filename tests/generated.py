@@ -1,4 +1,5 @@
-"""A generated data root (tools.make_data) shared by the end-to-end tests of one session."""
+"""Generated data roots (tools.make_data) and the command-line flags of end-to-end runs on them.
+The session-wide roots are the fixtures `small_root` / `generated_root_factory` (conftest.py)."""
 from __future__ import annotations
 
 import json
@@ -27,7 +28,12 @@ def _env():
     return env
 
 
-def common_flags(root: Path, output: Path, config: str = "bert_config.json") -> list[str]:
-    return ["--dataRoot", str(root), "--modelConfig", str(root / config),
-            "--loadLXMERT", str(root / "model"), "--device", "cpu", "--numWorkers", "0",
-            "--output", str(output)]
+def common_flags(root: Path, output: Path, config: str = "bert_config.json",
+                 load_lxmert: bool = True) -> list[str]:
+    """The flags every end-to-end run on a generated root needs: data, model config, CPU, no
+    loader workers, the output folder and (with `load_lxmert`) the generated encoder."""
+    flags = ["--dataRoot", str(root), "--modelConfig", str(root / config), "--device", "cpu",
+             "--numWorkers", "0", "--output", str(output)]
+    if load_lxmert:
+        flags += ["--loadLXMERT", str(root / "model")]
+    return flags

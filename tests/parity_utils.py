@@ -11,7 +11,9 @@ from lxrt.config import LXRTConfig
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CHECKPOINT = FIXTURES / "checkpoint.pth"
-ATOL = 1e-5  # the reference's own fp32-vs-fp64 deviation is <= 2e-6 (spec §8.4)
+# the authors' own fp32-vs-fp64 deviation is <= 2e-6 (docs/authors_code.md, "Parity fixtures
+# and tolerances")
+ATOL = 1e-5
 
 
 def small_config(**overrides) -> LXRTConfig:

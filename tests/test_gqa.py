@@ -5,24 +5,20 @@ import math
 import pytest
 import torch
 
-from tasks.common.qa import GQA_SPEC, QATask
+from generated import common_flags
+from tasks.common.run_folder import read_metrics
 from tasks.gqa.main import build_parser, main
-from tools.make_data import make_data
+from tasks.qa.task import GQA_SPEC, QATask
 
-IMAGES, DIM = 16, 32
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gqa") / "data"
-    make_data(out, images=IMAGES, dim=DIM, seed=0, small_model=True)
-    return out
+def root(small_root):
+    return small_root
 
 
 def _common(root, output):
-    return ["--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"),
-            "--device", "cpu", "--numWorkers", "0", "--batchSize", "16",
-            "--output", str(output)]
+    return common_flags(root, output, load_lxmert=False) + ["--batchSize", "16"]
 
 
 def _train(root, output, *extra):
@@ -37,7 +33,7 @@ def _test(root, output, split, load):
 
 
 def _records(output):
-    return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(output / "metrics.jsonl")
 
 
 def check_gqa_result_file(path, questions, answers):
@@ -149,7 +145,8 @@ def test_unknown_answers_ignored(root):
     questions[1]["label"] = {"never-an-answer": 1.0}
     (root / "gqa" / "extra.json").write_text(json.dumps(questions))
     try:
-        args = build_parser().parse_args(["--dataRoot", str(root)])
+        args = build_parser().parse_args(["--dataRoot", str(root), "--modelConfig",
+                                          str(root / "bert_config.json")])
         task = QATask(args, GQA_SPEC)
         dataset = task.dataset("extra")
         t0, t1 = dataset[0]["target"], dataset[1]["target"]

@@ -6,7 +6,7 @@ from lxrt.loading import CheckpointError, convert_answer, load_finetuned, \
     load_pretrained_encoder, read_state_dict, resolve_pretrained_path, to_authors_layout
 from lxrt.modeling import LXRTEncoder
 from parity_utils import CHECKPOINT, small_config
-from tasks.common.qa_model import QAModel
+from tasks.qa.model import QAModel
 
 
 @pytest.fixture()

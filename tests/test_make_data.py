@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tasks.common.paths import DataRoot
-from tasks.common.qa_data import AnswerTable, load_qa_split
+from tasks.qa.data import AnswerTable, load_qa_split
 from tasks.nlvr2.data import load_nlvr2_split
 from tasks.retrieval.data import load_flickr_annotations, load_hard_negatives
 from tools.make_data import COLORS, OBJECTS, main, make_data

@@ -2,28 +2,24 @@
 on a generated data root (CPU, small model)."""
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
-from lxrt.config import LXRTConfig
+from generated import common_flags
+from tasks.common.run_folder import read_metrics
 from tasks.nlvr2.main import build_parser, main
 from tasks.nlvr2.model import NLVR2Model
 from tasks.nlvr2.task import (check_predictions_csv, consistency, format_predictions,
                               nlvr2_metrics, sentence_key)
-from tools.make_data import make_data
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-IMAGES, DIM = 16, 32
+from tiny_model import tiny_config
 
 
 # ---- the pair model on hand-built inputs ------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def model():
-    config = LXRTConfig.from_json_file(FIXTURES / "small_config.json", visual_feat_dim=16,
-                                       l_layers=0, x_layers=2, r_layers=0)
+    config = tiny_config(vocab_size=256, visual_feat_dim=16, l_layers=0, x_layers=2, r_layers=0)
     torch.manual_seed(0)
     return NLVR2Model(config).eval()  # eval: no dropout, so separate runs compare exactly
 
@@ -122,16 +118,12 @@ def test_csv_format_and_check():
 # ---- end to end -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("nlvr2") / "data"
-    make_data(out, images=IMAGES, dim=DIM, seed=0, small_model=True)
-    return out
+def root(small_root):
+    return small_root
 
 
 def _common(root, output):
-    return ["--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"),
-            "--device", "cpu", "--numWorkers", "0", "--batchSize", "8",
-            "--output", str(output)]
+    return common_flags(root, output, load_lxmert=False) + ["--batchSize", "8"]
 
 
 def _test(root, output, split, load):
@@ -180,7 +172,7 @@ def test_train_writes_checkpoints_and_logs(trained):
     output, summary = trained
     for name in ("BEST.pth", "LAST.pth", "log.log", "metrics.jsonl", "run_info.json"):
         assert (output / name).is_file(), name
-    records = [json.loads(x) for x in (output / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(output / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0, 1]
     for r in records:
         assert r["valid"]["split"] == "valid"

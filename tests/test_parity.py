@@ -7,7 +7,7 @@ from lxrt.loading import from_authors_layout, load_itm_head, load_lxmert_qa, \
 from lxrt.modeling import LXRTPretraining
 from parity_utils import ATOL, CHECKPOINT, fixture_io, fixture_labels, fixture_meta, max_diff, \
     model_inputs, small_config
-from tasks.common.qa_model import QAModel
+from tasks.qa.model import QAModel
 from tasks.retrieval.model import RetrievalModel
 
 ROOT_ANSWERS = CHECKPOINT.parents[2] / "data" / "lxmert" / "all_ans.json"

@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from generated import make_root
 from lxrt.loading import read_pretraining_answers
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.paths import DataRoot
-from tasks.pretrain import neighbors as N
-from tasks.pretrain import text as T
+from tasks.pretrain import neighbors, text
 from tasks.pretrain.corpus import CorpusFormatError, lxmert_label, read_corpus_json
 from tasks.pretrain.data import (PretrainDataset, Vocab, load_corpus, phrase_table,
                                  select_sentences)
@@ -29,8 +27,8 @@ def within(count: int, n: int, p: float) -> bool:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = make_root(tmp_path_factory.mktemp("pretrain_root"), images=16, dim=32)
+def setup(small_root):
+    root = small_root
     tok = LXRTTokenizer(find_vocab_file(), 20)
     answers = read_pretraining_answers(DataRoot(root).all_answers())
     data = load_corpus(DataRoot(root), TRAIN, tok, answers)
@@ -41,7 +39,7 @@ def dataset(setup, seed=0, **fields):
     _, _, _, data, vocab = setup
     stage = StageConfig(**fields).validate()
     sents = select_sentences(data.corpus, stage.sentence_sources)
-    nb = (N.load_or_compute(None, data.corpus, data.stores, stage.hard_negative_k)
+    nb = (neighbors.load_or_compute(None, data.corpus, data.stores, stage.hard_negative_k)
           if stage.has("itm_hs") else None)
     ph = phrase_table(data, sents, vocab) if stage.text_unit == "phrase" else None
     return PretrainDataset(data, stage, vocab, seed, sents, neighbors=nb, phrases=ph)
@@ -111,8 +109,8 @@ def test_token_masking_rates_and_80_10_10():
     ids = np.arange(1000, 1018)
     chosen = masked = kept = 0
     for seed in range(1000):  # 18,000 pieces
-        out, labels = T.mask_pieces(ids, np.random.default_rng(seed), 0.15, 103, 30522)
-        sel = labels != T.IGNORE
+        out, labels = text.mask_pieces(ids, np.random.default_rng(seed), 0.15, 103, 30522)
+        sel = labels != text.IGNORE
         assert np.array_equal(labels[sel], ids[sel]) and np.array_equal(out[~sel], ids[~sel])
         chosen += sel.sum()
         masked += (out[sel] == 103).sum()
@@ -148,13 +146,13 @@ def test_span_masking_masks_whole_words_at_the_rate():
     cont = np.zeros(50, dtype=bool)
     cont[[11, 12]] = True           # pieces 11, 12 are '##' continuations
     ids = np.array([1, 2, 11, 3, 4, 12, 5, 6, 7, 8, 9, 10, 13, 14, 15, 16])
-    words = len(T.word_starts(ids, cont))
+    words = len(text.word_starts(ids, cont))
     masked_words = total = 0
     lengths = []
     for seed in range(2000):
-        out, labels = T.mask_spans(ids, cont, np.random.default_rng(seed), 0.15, 49, 50)
+        out, labels = text.mask_spans(ids, cont, np.random.default_rng(seed), 0.15, 49, 50)
         sel = labels != -1
-        starts = T.word_starts(ids, cont)
+        starts = text.word_starts(ids, cont)
         word_sel = sel[starts]
         assert np.array_equal(sel, np.repeat(word_sel, np.diff(list(starts) + [len(ids)])))
         masked_words += word_sel.sum()
@@ -164,12 +162,12 @@ def test_span_masking_masks_whole_words_at_the_rate():
 
 def test_span_lengths_are_geometric_and_clipped():
     rng = np.random.default_rng(0)
-    lengths = np.array([T.span_length(rng, 0.2, 1, 10) for _ in range(20000)])
+    lengths = np.array([text.span_length(rng, 0.2, 1, 10) for _ in range(20000)])
     assert lengths.min() == 1 and lengths.max() == 10
     mean = (1 - 0.8 ** 10) / 0.2  # E[min(Geometric(0.2), 10)]
     assert abs(lengths.mean() - mean) < 5 * lengths.std() / math.sqrt(len(lengths))
     assert within((lengths == 1).sum(), 20000, 0.2)
-    chosen = T.sample_span_words(10_000, rng, 0.15, 0.2, 1, 10)
+    chosen = text.sample_span_words(10_000, rng, 0.15, 0.2, 1, 10)
     assert chosen.sum() == 1500
 
 
@@ -237,7 +235,7 @@ def test_itm_negatives_never_come_from_the_same_image(setup):
 def test_hard_negatives_are_nearer_than_random_ones(setup):
     ds = dataset(setup, tasks=["mlm", "itm", "itm_hs"])
     c = ds.corpus
-    pooled = N.mean_pooled(c, ds.stores)
+    pooled = neighbors.mean_pooled(c, ds.stores)
     hard, rand = [], []
     for i in range(len(ds)):
         rng = np.random.default_rng(i)
@@ -249,11 +247,11 @@ def test_hard_negatives_are_nearer_than_random_ones(setup):
 
 def test_qa_answers_follow_their_scores():
     answers, scores = np.array([3, 7, 9]), np.array([0.9, 0.3, 0.3], dtype=np.float32)
-    draws = [T.sample_answer(answers, scores, np.random.default_rng(s)) for s in range(10000)]
+    draws = [text.sample_answer(answers, scores, np.random.default_rng(s)) for s in range(10000)]
     for a, p in zip(answers, scores / scores.sum()):
         assert within(draws.count(a), 10000, p)
-    assert T.sample_answer(np.array([5]), np.array([0.3]), np.random.default_rng(0)) == 5
-    assert T.sample_answer(np.zeros(0, int), np.zeros(0), np.random.default_rng(0)) == -1
+    assert text.sample_answer(np.array([5]), np.array([0.3]), np.random.default_rng(0)) == 5
+    assert text.sample_answer(np.zeros(0, int), np.zeros(0), np.random.default_rng(0)) == -1
 
 
 def test_qa_labels_only_for_matched_qa_sentences(setup):
@@ -273,7 +271,7 @@ def test_topic_labels_are_exactly_the_content_pieces(setup):
     enc = tok.encode("A man riding a horse on the beach, skateboarding.", return_tokens=True)
     n = int(enc.input_mask[0].sum())
     ids = enc.input_ids[0, 1:n - 1]
-    got = set(T.content_piece_ids(ids, vocab.continuation, vocab.id_to_token).tolist())
+    got = set(text.content_piece_ids(ids, vocab.continuation, vocab.id_to_token).tolist())
     want = {tok.vocab[w] for w in ("man", "riding", "horse", "beach")}
     want |= {tok.vocab[p] for p in tok.tokenize("skateboarding")[0]}
     assert got == want
@@ -282,9 +280,9 @@ def test_topic_labels_are_exactly_the_content_pieces(setup):
         item = ds[i]
         ids, _ = ds.corpus.pieces(int(ds.sentences[i]))
         topic = item["topic_ids"].numpy()
-        words = [w for w in T.words_of(ids, vocab.continuation, vocab.id_to_token)]
-        content = {tok.vocab[p] for w in words if w not in T.STOP_WORDS
-                   and not T.is_punctuation(w) for p in tok.tokenize(w)[0]}
+        words = [w for w in text.words_of(ids, vocab.continuation, vocab.id_to_token)]
+        content = {tok.vocab[p] for w in words if w not in text.STOP_WORDS
+                   and not text.is_punctuation(w) for p in tok.tokenize(w)[0]}
         assert set(topic[topic >= 0].tolist()) == content
 
 
@@ -300,7 +298,7 @@ def test_phrases_are_noun_chunks_with_their_own_positions(setup):
         shorter += n < full
         assert item["token_position"][1] == 2
     assert shorter > len(ds) // 2
-    assert T.rule_noun_chunks("a man riding a horse on the beach".split()) == [(0, 2), (3, 5), (6, 8)]
+    assert text.rule_noun_chunks("a man riding a horse on the beach".split()) == [(0, 2), (3, 5), (6, 8)]
 
 
 # ---- determinism ----------------------------------------------------------------------------
@@ -376,10 +374,15 @@ def test_easyvqa_corpus_uses_train_images_only(tmp_path):
         assert r["sentf"]["easyvqa_caption"][0] == "A teal circle."
         assert r["labelf"]["easyvqa"] == [{"teal": 1.0}, {"circle": 1.0}, {"no": 1.0}]
     assert seen == train_ids
-    small = json.loads((tmp_path / "easyvqa" / "train_small.json").read_text())
-    small_ids = {d["img_id"] for d in small}
-    assert counts["train_small_images"] == len(small_ids) == 4 and small_ids <= train_ids
-    assert len(small) == 3 * len(small_ids)
+    smaller: set = set()
+    for percent, images in ((1, 1), (5, 2), (10, 4)):  # of the 40 train images
+        few = json.loads((tmp_path / "easyvqa" / f"train_{percent}pct.json").read_text())
+        few_ids = {d["img_id"] for d in few}
+        assert counts[f"train_{percent}pct_images"] == len(few_ids) == images
+        assert smaller <= few_ids <= train_ids and len(few) == 3 * len(few_ids)
+        smaller = few_ids
+    from tasks.common.paths import DataRoot
+    assert DataRoot(tmp_path).easyvqa_json("train_5pct").name == "train_5pct.json"
 
 
 def test_tasks_flag_overrides_the_stage_and_bad_stages_stop_main(tmp_path):
@@ -434,3 +437,29 @@ def test_a_batch_without_mlm_or_qa_labels_gives_finite_loss_and_gradients(setup)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     summary = task.epoch_metrics(stats, 6)
     assert "mlm_loss" not in summary and "qa_loss" not in summary and "obj_loss" in summary
+
+
+def test_mlm_scored_at_the_labelled_positions_only_gives_the_same_losses(setup):
+    """The fast MLM path (vocabulary scores only where a label is) changes no loss and no
+    accuracy of LXRTPretraining."""
+    from tasks.pretrain.main import build_parser, resolve_stage
+    from tasks.pretrain.task import build_labels
+    root = setup[0]
+    args = build_parser().parse_args(["--dataRoot", str(root), "--modelConfig",
+                                      str(root / "bert_config.json"), "--tasks", "mlm,obj,itm"])
+    stage = resolve_stage(args)
+    from tasks.pretrain.task import PretrainTask
+    task = PretrainTask(args, stage)
+    ds = dataset(setup, tasks=["mlm", "obj", "itm"])
+    batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    labels, _, positions = build_labels(batch, task.config.topic_size)
+    inputs = [batch[k] for k in ("input_ids", "token_position", "input_mask", "feats", "boxes")]
+    fast = model(*inputs, labels=labels, mlm_positions=positions)
+    full_labels = dict(labels, masked_lm_labels=torch.where(
+        positions, batch["masked_lm_labels"], torch.full_like(batch["masked_lm_labels"], -1)))
+    full = model(*inputs, labels=full_labels)
+    assert fast.mlm_scores.shape[0] == int(positions.sum()) < full.mlm_scores[..., 0].numel()
+    assert torch.allclose(fast.losses, full.losses, atol=1e-5)
+    assert torch.allclose(fast.accuracies, full.accuracies)

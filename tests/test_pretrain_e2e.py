@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from generated import make_root
+from generated import common_flags
 from lxrt.config import LXRTConfig
 from lxrt.modeling import LXRTPretraining
+from tasks.common.run_folder import read_metrics
 from tasks.pretrain.main import main as pretrain_main
 from tasks.pretrain.model import load_full
 
@@ -20,16 +21,22 @@ STAGES = ("token", "phrase", "sentence")
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return make_root(tmp_path_factory.mktemp("pretrain_e2e"), images=16, dim=32,
-                     no_dropout=True)
+def root(small_root, tmp_path_factory):
+    """The shared generated root, and next to it (not in it) a model config without dropout,
+    so that runs over different process counts or micro-batches match exactly."""
+    config = json.loads((small_root / "bert_config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    nodrop = tmp_path_factory.mktemp("nodrop") / "bert_config_nodrop.json"
+    nodrop.write_text(json.dumps(config))
+    return small_root, nodrop
 
 
-def flags(root: Path, output: Path, stage: str, *extra) -> list[str]:
-    return ["--stage", str(CONFIGS / "msp" / f"{stage}.json"), "--dataRoot", str(root),
-            "--modelConfig", str(root / "bert_config_nodrop.json"), "--device", "cpu",
-            "--numWorkers", "0", "--output", str(output), "--train", "mscoco_nominival",
-            "--valid", "mscoco_minival", "--batchSize", "8", "--epochs", "1", *extra]
+def flags(root, output: Path, stage: str, *extra) -> list[str]:
+    data, nodrop = root
+    return ["--stage", str(CONFIGS / "msp" / f"{stage}.json"),
+            *common_flags(data, output, config=str(nodrop), load_lxmert=False),
+            "--train", "mscoco_nominival", "--valid", "mscoco_minival", "--batchSize", "8",
+            "--epochs", "1", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +49,6 @@ def chain(root, tmp_path_factory):
     return out
 
 
-def records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 @pytest.mark.parametrize("stage, losses", [
     ("token", {"mlm_loss", "obj_loss", "attr_loss", "feat_loss"}),
     ("phrase", {"mlm_loss", "topic_loss", "obj_loss", "attr_loss", "feat_loss"}),
@@ -54,12 +57,17 @@ def records(path: Path) -> list[dict]:
 ])
 def test_each_stage_writes_checkpoints_and_per_task_figures(chain, stage, losses):
     out = chain / stage
-    for name in ("Epoch00_LXRT.pth", "LAST_LXRT.pth", "BEST_EVAL_LOSS_LXRT.pth"):
-        assert (out / name).is_file(), name
-    record = records(out / "metrics.jsonl")[-1]
+    weights = {p.name for p in out.glob("*.pth")}
+    # the authors' files only: no BEST.pth / LAST.pth copies in the trainer's layout
+    assert weights == {"Epoch00_LXRT.pth", "LAST_LXRT.pth", "BEST_EVAL_LOSS_LXRT.pth",
+                       "resume.pth"}
+    record = read_metrics(out / "metrics.jsonl")[-1]
     assert {k for k in record["train"] if k.endswith("_loss")} == losses
     assert all(math.isfinite(v) for v in record["train"].values())
-    assert math.isfinite(record["valid"]["loss"]) and record["best"] == -record["valid"]["loss"]
+    assert math.isfinite(record["valid"]["loss"]) and record["best"] == record["valid"]["loss"]
+    log = (out / "log.log").read_text()
+    assert f"Epoch 0: Valid loss {record['valid']['loss']:0.4f}" in log
+    assert f"Epoch 0: Best loss {record['valid']['loss']:0.4f}" in log
     assert "mlm_acc" in record["train"] and ("itm_acc" in record["train"]) == (stage == "sentence")
     state = torch.load(out / "LAST_LXRT.pth", map_location="cpu", weights_only=True)
     assert state["bert.embeddings.word_embeddings.weight"].shape[0] == \
@@ -67,7 +75,7 @@ def test_each_stage_writes_checkpoints_and_per_task_figures(chain, stage, losses
 
 
 def test_stages_chain_from_the_previous_last_weights(chain, root):
-    config = LXRTConfig.from_json_file(root / "bert_config_nodrop.json")
+    config = LXRTConfig.from_json_file(root[1])
     model = LXRTPretraining(config)
     load_full(model, chain / "token" / "LAST")  # strict: every key, every shape
     log = (chain / "phrase" / "log.txt").read_text()
@@ -81,9 +89,9 @@ def test_stages_chain_from_the_previous_last_weights(chain, root):
 
 def test_vqa_fine_tunes_from_the_pretrained_checkpoint(chain, root, tmp_path):
     from tasks.vqa.main import main as vqa_main
-    summary = vqa_main(["--dataRoot", str(root), "--modelConfig",
-                        str(root / "bert_config_nodrop.json"), "--device", "cpu",
-                        "--numWorkers", "0", "--output", str(tmp_path / "vqa"),
+    data, nodrop = root
+    summary = vqa_main([*common_flags(data, tmp_path / "vqa", config=str(nodrop),
+                                      load_lxmert=False),
                         "--loadLXMERTQA", str(chain / "sentence" / "BEST_EVAL_LOSS"),
                         "--train", "train", "--valid", "minival", "--batchSize", "16",
                         "--epochs", "1"])
@@ -98,25 +106,33 @@ def test_resume_in_the_middle_of_a_stage_is_exact(root, tmp_path):
     pretrain_main(flags(root, cut, "sentence", "--epochs", "2", "--stopAfterSteps", "12"))
     assert not (cut / "Epoch01_LXRT.pth").exists()
     pretrain_main(flags(root, cut, "sentence", "--epochs", "2", "--resume"))
-    a = torch.load(full / "LAST_LXRT.pth", weights_only=True)
-    b = torch.load(cut / "LAST_LXRT.pth", weights_only=True)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    ra, rb = records(full / "metrics.jsonl"), records(cut / "metrics.jsonl")
-    assert ra[-1]["valid"] == rb[-1]["valid"]
-    assert (cut / "BEST_EVAL_LOSS_LXRT.pth").is_file()
+    for name in ("LAST_LXRT.pth", "BEST_EVAL_LOSS_LXRT.pth", "Epoch00_LXRT.pth"):
+        a = torch.load(full / name, weights_only=True)
+        b = torch.load(cut / name, weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    ra, rb = read_metrics(full / "metrics.jsonl"), read_metrics(cut / "metrics.jsonl")
+    assert ra[-1]["valid"] == rb[-1]["valid"] and ra[-1]["train"] == rb[-1]["train"]
+    assert ra[-1]["best"] == rb[-1]["best"] and ra[-1]["best_epoch"] == rb[-1]["best_epoch"]
+
+
+def test_resume_refuses_another_stage(root, tmp_path):
+    out = tmp_path / "run"
+    pretrain_main(flags(root, out, "token", "--stopAfterSteps", "2"))
+    with pytest.raises(SystemExit, match="stage"):
+        pretrain_main(flags(root, out, "phrase", "--resume"))
 
 
 def test_grad_accumulation_matches_the_full_batch(root, tmp_path):
     """VQA's loss is a per-example mean, so two accumulated halves equal one full batch."""
     from tasks.vqa.main import main as vqa_main
 
+    data, nodrop = root
+
     def run(name, *extra):
-        vqa_main(["--dataRoot", str(root), "--modelConfig", str(root / "bert_config_nodrop.json"),
-                  "--loadLXMERT", str(root / "model"), "--device", "cpu", "--numWorkers", "0",
-                  "--output", str(tmp_path / name), "--train", "train", "--valid", "",
-                  "--batchSize", "16", "--epochs", "1", "--stopAfterSteps", "2",
-                  "--no-trimPadding", *extra])
-        return torch.load(tmp_path / name / "resume.pth", weights_only=False)
+        vqa_main([*common_flags(data, tmp_path / name, config=str(nodrop)),
+                  "--train", "train", "--valid", "", "--batchSize", "16", "--epochs", "1",
+                  "--stopAfterSteps", "2", "--no-trimPadding", *extra])
+        return torch.load(tmp_path / name / "resume.pth", weights_only=True)
 
     one, two = run("accum1"), run("accum2", "--gradAccum", "2")
     assert one["global_step"] == two["global_step"] == 2
@@ -130,8 +146,9 @@ def test_msp_launcher_chains_the_three_stages(root, tmp_path):
     import sys
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(repo / "src"))
-    cmd = ["bash", str(repo / "run" / "msp_pretrain.bash"), "cpu", "m", "--dataRoot", str(root),
-           "--modelConfig", str(root / "bert_config_nodrop.json"), "--numWorkers", "0",
+    data, nodrop = root
+    cmd = ["bash", str(repo / "run" / "msp_pretrain.bash"), "cpu", "m", "--dataRoot", str(data),
+           "--modelConfig", str(nodrop), "--numWorkers", "0",
            "--train", "mscoco_nominival", "--valid", "mscoco_minival", "--batchSize", "8",
            "--epochs", "1", "--seed", "1"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -162,7 +179,34 @@ def test_two_process_ddp_with_grad_accumulation(root, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(repo / "src"), OMP_NUM_THREADS="1")
     done = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    record = records(tmp_path / "ddp" / "metrics.jsonl")[-1]
+    record = read_metrics(tmp_path / "ddp" / "metrics.jsonl")[-1]
     assert math.isfinite(record["valid"]["loss"]) and record["train"]["matched_loss"] > 0
     assert (tmp_path / "ddp" / "BEST_EVAL_LOSS_LXRT.pth").is_file()
     assert len(list(cache.glob("corpus-*"))) == 2  # train and valid, built once each
+
+
+def test_a_loss_score_improves_downwards_and_reads_as_a_loss():
+    from tasks.common.trainer import format_score, improves
+    assert improves(6.6, -math.inf, None, is_loss=True)  # the first finite loss is the best
+    assert not improves(float("nan"), -math.inf, None, is_loss=True)
+    assert improves(5.0, 6.6, 0, is_loss=True) and not improves(7.0, 6.6, 0, is_loss=True)
+    assert improves(0.7, 0.6, 0, is_loss=False) and not improves(0.5, 0.6, 0, is_loss=False)
+    assert format_score(6.60791, True) == "loss 6.6079" and format_score(0.66084, False) == "66.08"
+
+
+def test_micro_batches_cut_every_per_example_value():
+    from tasks.common.batching import split_batch
+    batch = {"index": torch.arange(8), "feats": torch.randn(8, 3, 2), "ids": list("abcdefgh"),
+             "scalar": torch.tensor(1.0)}
+    parts = split_batch(batch, 4)
+    assert [p["index"].tolist() for p in parts] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert torch.equal(torch.cat([p["feats"] for p in parts]), batch["feats"])
+    assert parts[3]["ids"] == ["g", "h"] and all(p["scalar"] is batch["scalar"] for p in parts)
+    assert split_batch(batch, 1) == [batch]
+
+
+def test_grad_accum_must_divide_the_batch(root, tmp_path):
+    with pytest.raises(SystemExit, match="--gradAccum 3 must divide"):
+        pretrain_main(flags(root, tmp_path / "bad", "token", "--gradAccum", "3"))
+    with pytest.raises(SystemExit, match="--gradAccum 0"):
+        pretrain_main(flags(root, tmp_path / "bad0", "token", "--gradAccum", "0"))

@@ -11,19 +11,19 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from generated import common_flags
 from lxrt.config import LXRTConfig
 from lxrt.loading import load_itm_head
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.features import open_feature_store
 from tasks.common.paths import DataRoot
-from tasks.retrieval.data import HardNegatives, load_flickr_annotations
-from tasks.retrieval.dataset import (RetrievalTrainDataset, SplitLoader, carve_minival,
-                                     hard_negative_table, split_files)
+from tasks.retrieval.data import (HardNegatives, RetrievalTrainDataset, SplitLoader,
+                                  carve_minival, hard_negative_table, load_flickr_annotations,
+                                  split_files)
 from tasks.retrieval.evaluate import DeviceSplit, score_captions, score_logits, scoring_order
 from tasks.retrieval.main import main
 from tasks.retrieval.model import RetrievalModel
 from tasks.retrieval.task import pair_loss
-from tools.make_data import make_data
 
 IMAGES, DIM, CAPS, VALID = 8, 32, 5, 2
 FINAL_RE = re.compile(r"^Final r1:\d+\.\d{3}, r5:\d+\.\d{3}, r10:\d+\.\d{3}, "
@@ -31,15 +31,12 @@ FINAL_RE = re.compile(r"^Final r1:\d+\.\d{3}, r5:\d+\.\d{3}, r10:\d+\.\d{3}, "
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("flickr") / "data"
-    make_data(out, images=IMAGES, dim=DIM, seed=0, small_model=True)
-    return out
+def root(generated_root_factory):
+    return generated_root_factory(images=IMAGES, dim=DIM)
 
 
 def common(root, out):
-    return ["--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"),
-            "--device", "cpu", "--numWorkers", "0", "--output", str(out)]
+    return common_flags(root, out, load_lxmert=False)
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +66,20 @@ def small_model(root):
 # ------------------------------------------------------------------------------- evaluation
 def naive_ranks(scores, c2i):
     """Plain Python loops over the score matrix for the three protocols. Rank = number of
-    candidates scoring strictly higher than the ground truth (the evaluator's documented rule;
-    equal to the argsort position when the row has no ties)."""
+    other candidates scoring at least as high as the ground truth (the evaluator's default,
+    conservative rule; equal to the argsort position when the row has no ties)."""
     n_cap, n_img = scores.shape
     s = scores.tolist()
-    ir = [sum(1 for j in range(n_img) if s[c][j] > s[c][c2i[c]]) for c in range(n_cap)]
+    ir = [sum(1 for j in range(n_img) if j != c2i[c] and s[c][j] >= s[c][c2i[c]])
+          for c in range(n_cap)]
     first = [min(c for c in range(n_cap) if c2i[c] == i) for i in range(n_img)]
     tr_std, tr_first = [], []
     for i in range(n_img):
         own = [c for c in range(n_cap) if c2i[c] == i]
-        tr_std.append(min(sum(1 for c in range(n_cap) if s[c][i] > s[o][i]) for o in own))
-        tr_first.append(sum(1 for k in range(n_img) if s[first[k]][i] > s[first[i]][i]))
+        tr_std.append(min(sum(1 for c in range(n_cap) if c2i[c] != i and s[c][i] >= s[o][i])
+                          for o in own))
+        tr_first.append(sum(1 for k in range(n_img)
+                            if k != i and s[first[k]][i] >= s[first[i]][i]))
     return {"ir": ir, "tr_standard": tr_std, "tr_first": tr_first}
 
 
@@ -336,3 +336,87 @@ def test_finetune_then_test(root, zero_shot, tmp_path, monkeypatch):
     scores = np.load(test_out / "test_scores.npy")
     np.testing.assert_array_equal(scores, logits[..., 1])
     assert os.path.getsize(test_out / "eval.log") > 0
+
+
+# ------------------------------------------------------------------------ scoring mode
+def _evaluate(model, split, **kwargs):
+    from tasks.common import distributed
+    from tasks.retrieval.evaluate import EvalOptions, evaluate_split
+    options = EvalOptions(device=torch.device("cpu"), dist=distributed.DistInfo(),
+                          pairs_per_forward=64, score_function="prob", direction="both",
+                          **kwargs)
+    return evaluate_split(model, split, options)
+
+
+def test_authors_scoring_reports_mean_and_spread_of_train_mode_runs(root, loader):
+    """--authorsScoring 2: two train-mode (dropout) scorings with different seeds that differ,
+    the reported metrics are their mean; the default (eval mode) is deterministic."""
+    model, config = small_model(root)
+    load_itm_head(model, root / "model", config)
+    model.eval()
+    split = loader.split("test")
+    eval_a, _, logits_a = _evaluate(model, split)
+    eval_b, _, logits_b = _evaluate(model, split)
+    torch.testing.assert_close(logits_a, logits_b, rtol=0, atol=0)
+    assert eval_a["primary"] == eval_b["primary"] and "authors_scoring" not in eval_a
+    assert not model.training  # eval mode leaves the model as it found it
+
+    metrics, report, logits = _evaluate(model, split, authors_scoring=2, seed=11)
+    assert not model.training
+    spread = metrics["authors_scoring"]["spread"]
+    assert metrics["authors_scoring"]["seeds"] == [11, 12]
+    runs = {(fn, p, k): v["runs"] for fn, by_fn in spread.items() for p, by_p in by_fn.items()
+            for k, v in by_p.items()}
+    assert any(a != b for a, b in runs.values())  # dropout made the two runs differ
+    for (fn, p, k), values in runs.items():
+        assert len(values) == 2
+        assert metrics["all"][fn][p][k] == pytest.approx(np.mean(values), abs=1e-12)
+        s = spread[fn][p][k]
+        assert s["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+        assert (s["min"], s["max"]) == (min(values), max(values))
+    assert not torch.equal(logits, logits_a)  # train mode really scored with dropout
+    # the same seed gives the same runs: the spread is reproducible
+    again, _, _ = _evaluate(model, split, authors_scoring=2, seed=11)
+    assert again["authors_scoring"]["spread"] == spread
+
+
+def test_authors_scoring_flag_end_to_end(root, tmp_path):
+    summary = main(common(root, tmp_path) + [
+        "--train", "", "--test", "test", "--pairsPerForward", "64",
+        "--loadLXMERTQA", str(root / "model"), "--authorsScoring", "2"])
+    test = summary["test"]
+    assert test["authors_scoring"]["runs"] == 2 and test["scoring_mode"].startswith("train")
+    assert set(test["tied_positives"]["prob"]) == {"ir", "tr_standard", "tr_first"}
+    log = (tmp_path / "eval.log").read_text()
+    assert "over 2 runs (mean ± std [min, max]): R@1" in log and "# tied positives" in log
+    with pytest.raises(SystemExit, match="--authorsScoring -1"):
+        main(common(root, tmp_path) + ["--train", "", "--authorsScoring", "-1"])
+    with pytest.raises(SystemExit, match="--authorsScoring 2 scores the --test split"):
+        main(common(root, tmp_path) + ["--train", "", "--authorsScoring", "2"])
+
+
+def test_eval_options_come_from_the_flags(root, tmp_path):
+    """One EvalOptions per evaluation: --evalPrecision overrides the run's precision, its
+    autocast is that precision's, and --authorsScoring applies to the --test split only."""
+    from types import SimpleNamespace
+
+    from tasks.common import distributed
+    from tasks.retrieval.main import build_parser
+    from tasks.retrieval.task import RetrievalTask
+    args = build_parser().parse_args(common(root, tmp_path) + [
+        "--test", "test", "--valid", "minival", "--evalPrecision", "bf16", "--scoreFunction",
+        "logit", "--direction", "image", "--rankMethod", "argsort", "--authorsScoring", "3",
+        "--pairsPerForward", "12", "--seed", "7"])
+    trainer = SimpleNamespace(device=torch.device("cpu"), precision="fp32",
+                              dist=distributed.DistInfo(), is_main=True, use_tqdm=False)
+    task = RetrievalTask(args)
+    test = task.eval_options(trainer, "test")
+    assert (test.precision, test.score_function, test.direction, test.rank_method,
+            test.pairs_per_forward, test.authors_scoring, test.seed) == (
+        "bf16", "logit", "image", "argsort", 12, 3, 7)
+    with test.autocast():
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    assert task.eval_options(trainer, "minival").authors_scoring == 0
+    args.eval_precision = None
+    assert task.eval_options(trainer, "test").precision == "fp32"

@@ -10,6 +10,7 @@ from tasks.retrieval.metrics import (
     first_caption_index,
     image_retrieval_ranks,
     ranks_strict_greater,
+    tied_positives,
     recall_metrics,
     retrieval_metrics,
     retrieval_ranks,
@@ -119,14 +120,14 @@ def test_fast_path_equals_naive_with_ties(seed, chunk_size):
     ct = torch.from_numpy(c2i)
     sl = s.tolist()
     cl = c2i.tolist()
-    assert image_retrieval_ranks(st, ct, chunk_size=chunk_size).tolist() == naive_ir(sl, cl)
-    assert text_retrieval_ranks_standard(st, ct, chunk_size=chunk_size).tolist() == naive_tr_standard(sl, cl)
-    assert text_retrieval_ranks_first_caption(st, ct, chunk_size=chunk_size).tolist() == naive_tr_first(sl, cl)
-    r = retrieval_ranks(st, ct, chunk_size=chunk_size)
+    assert image_retrieval_ranks(st, ct, "optimistic", chunk_size).tolist() == naive_ir(sl, cl)
+    assert text_retrieval_ranks_standard(st, ct, chunk_size=chunk_size, method="optimistic").tolist() == naive_tr_standard(sl, cl)
+    assert text_retrieval_ranks_first_caption(st, ct, chunk_size=chunk_size, method="optimistic").tolist() == naive_tr_first(sl, cl)
+    r = retrieval_ranks(st, ct, "optimistic", chunk_size)
     assert r["ir"].tolist() == naive_ir(sl, cl)
     assert r["tr_standard"].tolist() == naive_tr_standard(sl, cl)
     assert r["tr_first"].tolist() == naive_tr_first(sl, cl)
-    m = retrieval_metrics(st, ct, chunk_size=chunk_size)
+    m = retrieval_metrics(st, ct, "optimistic", chunk_size)
     assert m["ir"] == recall_metrics(naive_ir(sl, cl))
 
 
@@ -134,10 +135,10 @@ def test_fast_path_equals_naive_with_ties(seed, chunk_size):
 def test_argsort_path_with_ties_is_within_tie_bounds(seed):
     s, c2i = _random_case(seed)
     st, ct = torch.from_numpy(s), torch.from_numpy(c2i)
-    fast = retrieval_ranks(st, ct)
+    fast = retrieval_ranks(st, ct, "optimistic")
     slow = retrieval_ranks(st, ct, method="argsort")
     # pessimistic bound: count >= instead of >, minus the GT itself
-    pess = retrieval_ranks(-st, ct)  # (-s > -g) <=> s < g ; #(s >= g) - 1 = C - 1 - #(s < g)
+    pess = retrieval_ranks(-st, ct, "optimistic")  # (-s > -g) <=> s < g ; #(s >= g) - 1 = C - 1 - #(s < g)
     n_img = s.shape[1]
     n_cap = s.shape[0]
     upper_ir = (n_img - 1) - pess["ir"]
@@ -146,6 +147,11 @@ def test_argsort_path_with_ties_is_within_tie_bounds(seed):
     assert ((slow["tr_first"] >= fast["tr_first"].numpy()) & (slow["tr_first"] <= upper_first.numpy())).all()
     assert (slow["tr_standard"] >= fast["tr_standard"].numpy()).all()
     assert (slow["tr_standard"] <= n_cap - 1).all()
+    # the conservative default is that upper bound, and bounds argsort for every protocol
+    conservative = retrieval_ranks(st, ct)
+    assert conservative["ir"].tolist() == upper_ir.tolist()
+    assert conservative["tr_first"].tolist() == upper_first.tolist()
+    assert (slow["tr_standard"] <= conservative["tr_standard"].numpy()).all()
     # the case really has ties that move ranks (otherwise this test would be vacuous)
     assert any((slow[k] != fast[k].numpy()).any() for k in fast)
 
@@ -196,3 +202,60 @@ def test_recall_metrics_hand_computed():
     assert m["r5"] == pytest.approx(200 / 3)
     assert m["r10"] == 100.0
     assert all(isinstance(v, float) for v in m.values())
+
+
+# ------------------------------------------------------------------ ties (hand-computed)
+# captions 0, 1 show image 0; captions 2, 3 image 1. Caption 0 ties between both images,
+# caption 2 too; image 1's best own caption (0.7) ties with caption 1 (a negative).
+TIED = torch.tensor([[0.9, 0.9],
+                     [0.8, 0.7],
+                     [0.7, 0.7],
+                     [0.2, 0.6]])
+TIED_C2I = torch.tensor([0, 0, 1, 1])
+
+
+def test_conservative_default_counts_ties_against_the_query():
+    ranks = retrieval_ranks(TIED, TIED_C2I)
+    assert ranks["ir"].tolist() == [1, 0, 1, 0]
+    assert ranks["tr_standard"].tolist() == [0, 2]  # image 1: caption 0 (0.9), caption 1 (tie)
+    assert ranks["tr_first"].tolist() == [0, 1]
+    optimistic = retrieval_ranks(TIED, TIED_C2I, "optimistic")
+    assert optimistic["ir"].tolist() == [0, 0, 0, 0]
+    assert optimistic["tr_standard"].tolist() == [0, 1]
+    assert retrieval_ranks(TIED, TIED_C2I, "fast")["ir"].tolist() == [0, 0, 0, 0]
+    metrics = retrieval_metrics(TIED, TIED_C2I)
+    assert metrics["ir"]["r1"] == 50.0 and metrics["tr_standard"]["r1"] == 50.0
+    assert retrieval_metrics(TIED, TIED_C2I, "optimistic")["ir"]["r1"] == 100.0
+    assert tied_positives(TIED, TIED_C2I) == {"ir": 2, "tr_standard": 1, "tr_first": 0}
+    with pytest.raises(ValueError, match="unknown method 'best'"):
+        retrieval_ranks(TIED, TIED_C2I, "best")
+
+
+def test_saturated_scores_give_no_recall_at_one():
+    """p(match) = 1.0 everywhere: every positive is tied with every image."""
+    ones = torch.ones(3, 3)
+    c2i = torch.arange(3)
+    ranks = retrieval_ranks(ones, c2i)
+    assert {k: v.tolist() for k, v in ranks.items()} == {
+        "ir": [2, 2, 2], "tr_standard": [2, 2, 2], "tr_first": [2, 2, 2]}
+    assert retrieval_metrics(ones, c2i)["ir"] == {"r1": 0.0, "r5": 100.0, "r10": 100.0,
+                                                  "medr": 3.0, "meanr": 3.0}
+    assert tied_positives(ones, c2i) == {"ir": 3, "tr_standard": 3, "tr_first": 3}
+
+
+def test_report_and_log_carry_the_tie_counts():
+    from types import SimpleNamespace
+    from tasks.retrieval.evaluate import (EvalOptions, eval_log_lines, retrieval_report,
+                                          summary_metrics)
+    logits = torch.stack([torch.zeros_like(TIED), TIED], dim=-1)  # logit[:, 1] = TIED
+    split = SimpleNamespace(caption_to_image=TIED_C2I.numpy(), name="hand", num_images=2,
+                            num_captions=4)
+    report = retrieval_report(logits, split, "logit")
+    assert report["metrics"]["logit"]["ir"]["r1"] == 50.0
+    options = EvalOptions(score_function="logit", direction="both", rank_method="conservative",
+                          pairs_per_forward=8, precision="fp32")
+    metrics = summary_metrics(report, split, options, seconds=1.0)
+    assert metrics["tied_positives"]["logit"] == {"ir": 2, "tr_standard": 1, "tr_first": 0}
+    assert metrics["tied_positives"]["prob"] == {"ir": 2, "tr_standard": 1, "tr_first": 0}
+    assert "# tied positives, score logit: ir 2, tr_standard 1, tr_first 0" in eval_log_lines(
+        metrics)

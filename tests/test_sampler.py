@@ -5,7 +5,7 @@ import pytest
 
 from tasks.common.batching import trimmed_length
 from tasks.common.distributed import DistInfo
-from tasks.common.trainer import EpochSampler
+from tasks.common.sampler import EpochSampler
 
 SIZE, BATCH = 203, 8
 LENGTHS = np.random.default_rng(1).integers(3, 21, SIZE)
@@ -62,7 +62,7 @@ def test_bucketing_needs_lengths():
 
 def test_default_workers_share_the_cores_on_a_gpu():
     import torch
-    from tasks.common.trainer import default_num_workers
+    from tasks.common.runtime import default_num_workers
     gpu = torch.device("cuda", 0)
     assert default_num_workers(torch.device("cpu"), 64) == 2
     assert default_num_workers(gpu, 16, 1) == 8      # capped

@@ -1,4 +1,5 @@
-"""lxrt.tokenization against the authors' tokenizer outputs (spec §2.1-2.2, §8)."""
+"""lxrt.tokenization against the authors' tokenizer outputs (docs/authors_code.md,
+"Basic tokenizer and word tags", "Word-level position ids", "Parity fixtures and tolerances")."""
 import hashlib
 import json
 import random

@@ -5,9 +5,10 @@ module-level `VISUAL_CONFIG` global set from argparse. Here both live in one exp
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
+
+from lxrt.jsonfile import read_json
 
 
 @dataclass
@@ -67,14 +68,9 @@ class LXRTConfig:
         """Load a BERT-style `bert_config.json` (plus optional LXMERT keys)."""
         path = Path(path)
         try:
-            values = json.loads(path.read_text())
+            values = read_json(path)
         except FileNotFoundError:
             raise FileNotFoundError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a JSON object of config values")
         return cls.from_dict(values, **overrides)
-
-    def to_dict(self) -> dict:
-        return asdict(self)

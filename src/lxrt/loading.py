@@ -6,14 +6,14 @@ has but the module lacks is an error unless an explicit allow-list says it is ex
 pre-training heads when only the encoder is wanted). The authors' loaders print the mismatch and
 carry on regardless (non-strict loading), which silently left models half-random for LXMERT users.
 
-Layout differences handled here (reference spec §3.6, §7):
+Layout differences handled here (docs/authors_code.md, "Checkpoint files and names" and
+"State-dict keys"):
 - `module.` prefixes from DataParallel/DDP (leading, or `lxrt_encoder.model.module.bert.*`);
 - the authors' vocab x 2048 visual-[CLS] table `bert.word_embeddings.weight`, of which only the
   [CLS] row is ever read, stored by us as `bert.visual_cls_feat`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from lxrt.config import LXRTConfig
+from lxrt.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +100,31 @@ def resolve_finetuned_path(path: str | os.PathLike) -> Path:
         + " (a BEST.pth/LAST.pth written by fine-tuning; pass it without .pth)")
 
 
+def _check_checkpoint_magic(path: Path) -> None:
+    """torch.save writes a zip archive (PK..) or, before PyTorch 1.6, a pickle (protocol byte
+    0x80); anything else (a text file, JSON, an HTML error page) is refused by name here
+    instead of failing deep in the unpickler (e.g. `KeyError: 101`)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK") or head.startswith(b"\x80"):
+        return
+    kind = "empty" if not head else (
+        "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "unknown binary")
+    raise CheckpointError(f"{path}: not a PyTorch checkpoint (a torch.save zip archive or "
+                          f"pickle was expected; the file is {kind}, starting {head!r})")
+
+
 def read_state_dict(path: str | os.PathLike) -> dict:
     """torch.load on CPU with clear errors for missing, truncated, corrupt or non-state-dict
     files. A training checkpoint of ours ({"model": state_dict, ...}) yields its model part."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    _check_checkpoint_magic(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError,
-            ValueError) as err:
+            ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
         size = path.stat().st_size
         raise CheckpointError(
             f"{path}: cannot read as a PyTorch checkpoint ({type(err).__name__}: {err}); the file "
@@ -263,7 +279,7 @@ def read_pretraining_answers(all_ans_path: str | os.PathLike) -> list[str]:
     """The 9500 answers of LXMERT's `all_ans.json` (list of {"ans": str, "dsets": [...]})."""
     path = Path(all_ans_path)
     try:
-        entries = json.loads(path.read_text())
+        entries = read_json(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"answer table not found: {path} (LXMERT's all_ans.json, "
                                 f"shipped in data/lxmert/all_ans.json)") from None

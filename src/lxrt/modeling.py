@@ -5,7 +5,8 @@ pre-training heads. Module and parameter names follow the authors' checkpoints
 (`bert.encoder.x_layers.0.visual_attention.att.query.weight`, ...), so their state dicts load
 without renaming; names that exist only for that compatibility say so in a comment.
 
-Numerics follow the authors' code (reference spec §1): post-LN everywhere, erf GeLU, LayerNorm
+Numerics follow the authors' code (docs/authors_code.md, "Cross-modality layers" and
+"Dropout, GeLU and LayerNorm"): post-LN everywhere, erf GeLU, LayerNorm
 eps 1e-12, additive language mask (1-m)*-10000, no visual mask, a learned visual [CLS] in front
 of the regions with box [0,0,1,1], and a pooled output that is the product of two poolers.
 
@@ -81,7 +82,7 @@ class LXRTModelOutput:
 
 @dataclass
 class LXRTPretrainingOutput:
-    mlm_scores: torch.Tensor          # [B, L, vocab]
+    mlm_scores: torch.Tensor          # [B, L, vocab], or [N, vocab] (mlm_positions)
     topic_scores: torch.Tensor        # [B, 30522], LayerNorm output used as BCE logits
     itm_logits: torch.Tensor          # [B, 2], index 1 = matched
     obj_predictions: dict             # key -> [B, O, n_key]
@@ -322,10 +323,10 @@ class LXRTEncoderLayers(nn.Module):
         self.r_layers = nn.ModuleList(BertLayer(config) for _ in range(config.r_layers))
 
     def forward(self, lang, lang_mask, visn_feats, visn_boxes, visn_mask=None,
-                output_attentions=False, output_hidden_states=False, visn_embeds=None):
-        """`visn_embeds` (optional): `visn_fc(visn_feats, visn_boxes)` computed beforehand,
+                output_attentions=False, output_hidden_states=False, visual_embeds=None):
+        """`visual_embeds` (optional): `visn_fc(visn_feats, visn_boxes)` computed beforehand,
         which then replaces the feature inputs (retrieval embeds each image once)."""
-        visn = self.visn_fc(visn_feats, visn_boxes) if visn_embeds is None else visn_embeds
+        visn = self.visn_fc(visn_feats, visn_boxes) if visual_embeds is None else visual_embeds
         lang_states, visn_states, attentions = [lang], [visn], []
         for layer in self.layer:
             lang, probs = layer(lang, lang_mask, output_attentions)
@@ -547,11 +548,18 @@ class LXRTPretraining(nn.Module):
         self.apply(lambda m: init_bert_weights(m, config.initializer_range))
 
     def forward(self, input_ids, token_position, attention_mask, visual_feats, visual_pos,
-                token_type_ids=None, labels: Optional[dict] = None) -> LXRTPretrainingOutput:
+                token_type_ids=None, labels: Optional[dict] = None,
+                mlm_positions: Optional[torch.Tensor] = None) -> LXRTPretrainingOutput:
+        """`mlm_positions` (bool [B, L], optional): score the vocabulary only at these
+        positions; `mlm_scores` is then [N, vocab] in row-major order of the True entries, and
+        `labels["masked_lm_labels"]` must be the matching [N] labels. The MLM loss and
+        accuracy read only labelled positions, so passing the labelled ones changes nothing
+        but the work (the vocabulary-wide scores are most of a small model's cost)."""
         out = self.bert(input_ids, token_position, attention_mask, visual_feats, visual_pos,
                         token_type_ids)
         pooled = out.pooled_output
-        mlm, itm, topic = self.cls(out.lang_feats, pooled)
+        lang = out.lang_feats if mlm_positions is None else out.lang_feats[mlm_positions]
+        mlm, itm, topic = self.cls(lang, pooled)
         obj = self.obj_predict_head(out.visn_feats[:, 1:], pooled)  # drop the visual [CLS]
         answers = self.answer_head(pooled)
         result = LXRTPretrainingOutput(mlm, topic, itm, obj, answers, pooled)

@@ -1,4 +1,5 @@
-"""BertAdam, reproducing the authors' optimiser (reference spec §0 item 10, §3.0).
+"""BertAdam, reproducing the authors' optimiser (docs/authors_code.md,
+"BertAdam").
 
 Semantics (identical to the authors' ``BertAdam``), for every parameter ``p`` whose
 ``grad`` is not None::

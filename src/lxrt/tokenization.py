@@ -1,4 +1,5 @@
-"""Word-piece tokenizer with the authors' word-level position ids (spec §2.1-2.2).
+"""Word-piece tokenizer with the authors' word-level position ids (docs/authors_code.md,
+"Basic tokenizer and word tags" and "Word-level position ids").
 
 The authors modified BERT's `BertTokenizer.tokenize` to also return one *word tag* per
 basic token (the index of the whitespace word it came from, counting from 2), and
@@ -200,7 +201,7 @@ def wordpiece(token: str, vocab: dict[str, int]) -> list[str]:
 
 
 def token_positions(pieces: Sequence[str], word_tags: Sequence[int]) -> list[int]:
-    """The §2.2 step-3 rule mapping (already truncated) pieces to word tags.
+    """The rule mapping (already truncated) pieces to word tags.
 
     `word_tags` holds one tag per *basic* token of the untruncated sentence. A piece not
     starting with '#' moves to the next basic token. [KEEP] the test is startswith('#'),

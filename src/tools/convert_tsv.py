@@ -13,7 +13,7 @@ import sys
 import time
 
 from tasks.common.features import (FeatureStore, convert_tsv_to_store, read_manifest,
-                                   store_path_for, _source_info, _source_matches)
+                                   store_lock, store_path_for, _source_info, _source_matches)
 
 
 def main(argv=None) -> int:
@@ -37,8 +37,9 @@ def main(argv=None) -> int:
         return 0
     t0 = time.time()
     try:
-        convert_tsv_to_store(args.tsv, out, fp16=args.fp16, topk=args.topk,
-                             progress=not args.quiet)
+        with store_lock(out):  # a training job converting the same store waits, or we do
+            convert_tsv_to_store(args.tsv, out, fp16=args.fp16, topk=args.topk,
+                                 progress=not args.quiet)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -5,7 +5,7 @@
 
 Writes, under the data root:
 
-* ``easyvqa/{train,valid,test}.json``: lists of VQA datums (reference §3.1)
+* ``easyvqa/{train,valid,test}.json``: lists of VQA datums (docs/authors_code.md, "VQA")
   ``{"answer_type", "img_id", "label": {answer: 1.0}, "question_id", "question_type", "sent"}``.
   ``img_id`` is ``easyvqa_train_<id>`` / ``easyvqa_test_<id>``; ``answer_type`` is ``"yes/no"``
   or ``"other"``; ``question_type`` is the question's leading words before the first colour or
@@ -24,8 +24,10 @@ Writes, under the data root:
   short captions composed from each image's shape and colour (read off its answered
   questions) and its questions as a QA source. ``valid`` and ``test`` images never enter it;
   a fixed 5% of the train images form ``easyvqa_minival`` (the validation loss). Also
-  ``easyvqa/train_small.json``: the questions of a fixed 10% of the train images
-  (``--small-fraction``), for fine-tuning on few labels after pre-training.
+  ``easyvqa/train_<P>pct.json`` for each ``--few-label-percents`` P (default 1, 5, 10): the
+  questions of P% of the train images, for fine-tuning on few labels after pre-training. The
+  images come from one fixed shuffle of the train images, so the 1% set lies inside the 5%
+  set, and so on.
 * ``easyvqa/done.json``: a marker with the settings, counts and file sizes, written last.  When it
   matches the requested settings and every file is present with its recorded size, the command
   does nothing (``--force`` converts again).
@@ -261,15 +263,26 @@ def pretraining_records(train: list[dict]) -> list[dict]:
             for img, ds in sorted(by_image.items())]
 
 
+def few_label_images(image_ids, percent: float, seed: int = SPLIT_SEED) -> set:
+    """The first `percent`% (at least one) of the image ids in one fixed shuffle: the sets
+    of smaller percentages lie inside those of larger ones."""
+    order = sorted(set(image_ids))
+    random.Random(seed).shuffle(order)
+    return set(order[:max(1, round(len(order) * percent / 100))])
+
+
 def write_pretraining_corpus(data_root="data", verbose: bool = True,
-                             small_fraction: float = 0.1) -> dict:
+                             few_label_percents=(1, 5, 10)) -> dict:
     """lxmert/easyvqa_{train,minival}.json from easyvqa/train.json (never valid or test), and
-    easyvqa/train_small.json with the questions of `small_fraction` of the train images."""
+    easyvqa/train_<P>pct.json with the questions of P% of the train images."""
     data_root = Path(data_root)
     train = json.loads(_paths(data_root)["train"].read_text())
-    small = set(split_train_images([d["img_id"] for d in train], small_fraction)[1])
-    _write_json(data_root / "easyvqa" / "train_small.json",
-                [d for d in train if d["img_id"] in small])
+    counts = {}
+    for percent in few_label_percents:
+        chosen = few_label_images([d["img_id"] for d in train], percent)
+        _write_json(data_root / "easyvqa" / f"train_{percent:g}pct.json",
+                    [d for d in train if d["img_id"] in chosen])
+        counts[f"train_{percent:g}pct_images"] = len(chosen)
     records = pretraining_records(train)
     held_out = set(split_train_images([r["img_id"] for r in records],
                                       PRETRAIN_MINIVAL_FRACTION)[1])
@@ -279,8 +292,7 @@ def write_pretraining_corpus(data_root="data", verbose: bool = True,
              "easyvqa_minival": [r for r in records if r["img_id"] in held_out]}
     for name, part in parts.items():
         _write_json(out / f"{name}.json", part)
-    counts = {name: len(part) for name, part in parts.items()}
-    counts["train_small_images"] = len(small)
+    counts.update({name: len(part) for name, part in parts.items()})
     if verbose:
         print(f"easy-VQA pre-training corpus under {out}: {counts} images (train split only)")
     return counts
@@ -301,14 +313,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretraining", action="store_true",
                     help="also write the pre-training corpus lxmert/easyvqa_{train,minival}.json "
                          "(train images only)")
-    ap.add_argument("--small-fraction", type=float, default=0.1,
-                    help="with --pretraining: share of the train images whose questions form "
-                         "easyvqa/train_small.json")
+    ap.add_argument("--few-label-percents", default="1,5,10",
+                    help="with --pretraining: comma-separated percentages P of the train "
+                         "images whose questions form easyvqa/train_<P>pct.json")
     args = ap.parse_args(argv)
     convert(args.data_root, args.grid, args.dim, args.force, args.limit_images,
             args.valid_fraction, args.projection)
     if args.pretraining:
-        write_pretraining_corpus(args.data_root, small_fraction=args.small_fraction)
+        percents = [float(p) for p in args.few_label_percents.split(",") if p.strip()]
+        if not percents or not all(0 < p <= 100 for p in percents):
+            ap.error(f"--few-label-percents {args.few_label_percents}: expected "
+                     f"comma-separated percentages in (0, 100]")
+        write_pretraining_corpus(args.data_root, few_label_percents=percents)
     return 0
 
 

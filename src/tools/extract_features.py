@@ -73,11 +73,6 @@ MASK_GRID = 8
 THUMB_GRID = 4
 PROJECTION_SEED = 20210801
 
-# continuous per-pixel channels, averaged over a region
-_CONT = ["r", "g", "b", "r2", "g2", "b2", "mag", "edge", "fg", "fg_r", "fg_g", "fg_b",
-         "fg_x", "fg_y"]
-
-
 def region_raw_dim() -> int:
     return 8 + 6 + N_RGB + N_NAMES + N_HUE + N_ORI + 2 + 6 + N_NAMES
 

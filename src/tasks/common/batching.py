@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+import torch
 
-TEXT_KEYS = ("input_ids", "token_position", "input_mask", "segment_ids")
+from tasks.common.readers import TEXT_KEYS
 
 
 def trimmed_length(longest: int, full: int, multiple: int = 4) -> int:
@@ -33,8 +34,8 @@ def trim_text_padding(batch: dict, multiple: int = 4) -> dict:
 
 
 def text_lengths(dataset) -> Optional[np.ndarray]:
-    """Real tokens per example of a dataset that tokenized its text once into `tokens`
-    (QA and NLVR2 datasets), else None."""
+    """Real tokens per example of anything holding its text tokenized once in `tokens` (see
+    `task_dataset.TaskDataset`; also a retrieval split), else None."""
     tokens = getattr(dataset, "tokens", None)
     if not isinstance(tokens, dict) or "input_mask" not in tokens:
         return None
@@ -47,3 +48,20 @@ def longest_first(indices: list[int], lengths: np.ndarray) -> list[int]:
     batch is the largest, so running out of memory shows at once."""
     idx = np.asarray(indices, dtype=np.int64)
     return idx[np.argsort(-lengths[idx], kind="stable")].tolist()
+
+
+def split_batch(batch: dict, parts: int) -> list[dict]:
+    """`batch` cut along its first dimension into `parts` equal micro-batches (--gradAccum;
+    the trainer checks that `parts` divides the batch). Values without a first dimension of
+    the batch's size (e.g. a scalar) go to every part unchanged."""
+    if parts == 1:
+        return [batch]
+    size = len(batch["index"]) if "index" in batch else \
+        next(len(v) for v in batch.values() if torch.is_tensor(v) and v.dim())
+    step = size // parts
+
+    def piece(value, k):
+        sized = (torch.is_tensor(value) and value.dim() and len(value) == size) or \
+            (isinstance(value, (list, tuple)) and len(value) == size)
+        return value[k * step:(k + 1) * step] if sized else value
+    return [{key: piece(v, k) for key, v in batch.items()} for k in range(parts)]

@@ -31,7 +31,9 @@ lists each id once, at its first position.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -46,7 +48,7 @@ import numpy as np
 
 from .tsv_format import ImageFeatures, TSVFormatError, decode_row, normalise_boxes
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
 STORE_FORMAT = "lxrt-feature-store"
@@ -318,7 +320,7 @@ def convert_tsv_to_store(tsv_path, out_dir, fp16: bool = False, topk=None,
             "files": file_info,
         }
         if man["duplicates"]:
-            logger.warning("%s: %d duplicate img_ids (the last row wins, as in the authors' "
+            log.warning("%s: %d duplicate img_ids (the last row wins, as in the authors' "
                            "dict)", tsv_path, man["duplicates"])
         _fsync_write_json(tmp / MANIFEST, man)
         _install(tmp, out_dir)
@@ -356,6 +358,38 @@ def _f16_to_f32(a: np.ndarray) -> np.ndarray:
     return torch.from_numpy(a.copy()).float().numpy()
 
 
+class CorruptStoreError(ValueError):
+    """A converted store's index files do not agree with its manifest."""
+
+
+def _read_index(store_dir: Path, man: dict):
+    """(img_ids, offsets, img_hw) of a store, checked against the manifest: file sizes alone
+    (``read_manifest``) do not catch bytes garbled in place, which would otherwise surface as
+    wrong features or an IndexError deep inside a DataLoader worker."""
+    rows, total = man["rows"], man["total_boxes"]
+
+    def corrupt(what):
+        return CorruptStoreError(
+            f"feature store {store_dir} is corrupt ({what}); delete the directory "
+            f"{store_dir} and it is reconverted from its TSV on the next run")
+    try:
+        with open(store_dir / "img_ids.json", "rb") as f:
+            row_ids = json.loads(f.read().decode("utf-8"))
+        offsets = np.load(store_dir / "offsets.npy", allow_pickle=False)
+        hw = np.load(store_dir / "img_hw.npy", allow_pickle=False)
+    except (ValueError, UnicodeDecodeError, OSError, EOFError) as err:
+        raise corrupt(f"{type(err).__name__}: {str(err)[:200]}") from None
+    if not isinstance(row_ids, list) or len(row_ids) != rows \
+            or not all(isinstance(i, str) for i in row_ids):
+        raise corrupt(f"img_ids.json is not a list of {rows} strings")
+    if offsets.dtype != np.int64 or offsets.shape != (rows + 1,) or offsets[0] != 0 \
+            or offsets[-1] != total or np.any(np.diff(offsets) <= 0):
+        raise corrupt(f"offsets.npy is not {rows + 1} increasing int64 from 0 to {total}")
+    if hw.dtype != np.int64 or hw.shape != (rows, 2) or np.any(hw <= 0):
+        raise corrupt(f"img_hw.npy is not [{rows}, 2] positive int64")
+    return row_ids, offsets, hw
+
+
 class FeatureStore:
     """Read-only view of a converted store (optionally only its first ``limit`` rows).
 
@@ -369,7 +403,7 @@ class FeatureStore:
         man = read_manifest(self.store_dir)
         if man is None:
             raise ValueError(f"{self.store_dir} is not a complete feature store "
-                             f"(missing/invalid {MANIFEST}); reconvert it")
+                             f"(missing/invalid {MANIFEST}); delete it and reconvert it")
         limit = _limit(limit)
         if limit is not None and limit > man["rows"] and not man["complete"]:
             raise ValueError(f"{self.store_dir} holds only the first {man['rows']} rows, "
@@ -378,16 +412,16 @@ class FeatureStore:
         self.num_rows = man["rows"] if limit is None else min(limit, man["rows"])
         self.fp16 = man["feat_dtype"] == "float16"
         self.feat_dim = man["feat_dim"]
-        with open(self.store_dir / "img_ids.json") as f:
-            row_ids = json.load(f)[: self.num_rows]
+        row_ids, offsets, hw = _read_index(self.store_dir, man)
+        row_ids = row_ids[: self.num_rows]
         index = {}
         for i, img_id in enumerate(row_ids):
             index[img_id] = i  # dict semantics: last row wins, first position kept
         self._index = index
         self.img_ids = list(index)
-        self._offsets = np.load(self.store_dir / "offsets.npy")[: self.num_rows + 1]
+        self._offsets = offsets[: self.num_rows + 1]
         self._offsets_list = self._offsets.tolist()  # python ints: fastest per-item lookup
-        self._hw = np.load(self.store_dir / "img_hw.npy")[: self.num_rows]
+        self._hw = hw[: self.num_rows]
         self._row_ids = row_ids
         n = man["uniform_num_boxes"]
         self.num_boxes = n  # None when rows differ
@@ -526,18 +560,53 @@ def open_feature_store(tsv_path, cache_dir=None, fp16: bool = False, topk=None,
     """
     limit = _limit(topk)
     store_dir = store_path_for(tsv_path, cache_dir, fp16)
+    if _usable_store(store_dir, tsv_path, limit, hint) is not None:
+        # One converter per store: the ranks of a DDP run (or two jobs on one node) that
+        # find no store queue here; the first converts, the others then find its store.
+        with store_lock(store_dir):
+            src = _usable_store(store_dir, tsv_path, limit, hint, log_changed=True)
+            if src is not None:
+                log.info("converting %s -> %s", tsv_path, store_dir)
+                convert_tsv_to_store(tsv_path, store_dir, fp16=fp16, topk=limit,
+                                     progress=progress, hint=hint)
+    return FeatureStore(store_dir, limit=limit)
+
+
+def _usable_store(store_dir: Path, tsv_path, limit, hint=None, log_changed: bool = False):
+    """None when ``store_dir`` holds a valid store of ``tsv_path`` covering ``limit`` rows,
+    else the TSV's source info (what a conversion needs); raises if the TSV is missing too."""
     src = _source_info(tsv_path)
     man = read_manifest(store_dir)
     if man is not None and not _source_matches(man, src):
-        logger.info("%s: source %s changed; reconverting", store_dir, tsv_path)
+        if log_changed:
+            log.info("%s: source %s changed; reconverting", store_dir, tsv_path)
         man = None
-    if man is not None and not _covers(man, limit):
-        man = None
-    if man is None:
-        if src is None:
-            extra = (f" (and no usable converted store at {store_dir})")
-            raise _missing(tsv_path, hint, extra)
-        logger.info("converting %s -> %s", tsv_path, store_dir)
-        convert_tsv_to_store(tsv_path, store_dir, fp16=fp16, topk=limit, progress=progress,
-                             hint=hint)
-    return FeatureStore(store_dir, limit=limit)
+    if man is not None and _covers(man, limit):
+        return None
+    if src is None:
+        state = ("is incomplete or corrupt: delete it" if store_dir.exists()
+                 else "does not exist")
+        raise _missing(tsv_path, hint, f" (and no usable converted store: {store_dir} {state})")
+    return src
+
+
+@contextlib.contextmanager
+def store_lock(store_dir):
+    """An exclusive ``flock`` on ``.<store name>.lock`` next to the store, held while the
+    store is (re)converted. flock is released by the kernel when its holder dies, so a killed
+    converter never blocks the next run; the lock file itself is left in place (removing it
+    would let two processes lock different files)."""
+    store_dir = Path(store_dir)
+    store_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = store_dir.parent / f".{store_dir.name}.lock"
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process converting %s (lock %s)", store_dir,
+                        lock_path)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield lock_path
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

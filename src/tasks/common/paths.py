@@ -6,9 +6,9 @@ candidate paths and the first that exists wins:
 
 1. the LXMERT layout under the root (`vqa/`, `mscoco_imgfeat/`, `gqa/`, `vg_gqa_imgfeat/`,
    `nlvr2/`, `nlvr2_imgfeat/`, `flickr30k/`, `lxmert/`),
-2. the paths the LXMERT-S scripts hard-code (reference.md §6 #26): `lxmert_data/...` and
-   `image_retrieval/...` inside the root, and `lxmert_data/...` next to it (the authors keep
-   `lxmert_data/` at the repository top level, beside `data/`),
+2. the paths the LXMERT-S scripts hard-code (docs/authors_code.md, "Data locations"):
+   `lxmert_data/...` and `image_retrieval/...` inside the root, and `lxmert_data/...` next
+   to it (the authors keep `lxmert_data/` at the repository top level, beside `data/`),
 3. for the answer tables shipped with this repository (`data/{vqa,gqa,lxmert}/...`), the shipped
    copy, so that a root without them still works.
 
@@ -18,6 +18,7 @@ is downloaded from. `data/README.md` documents the layout.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 ENV_VAR = "LXRT_DATA_ROOT"
@@ -35,8 +36,9 @@ VQA_SPLIT2NAME = {
     "test": "test2015",
 }
 # easy-VQA: the valid questions use the train images
-EASYVQA_SPLIT2NAME = {"train": "train", "valid": "train", "test": "test",
-                      "train_small": "train"}  # a fraction of train (tools.easyvqa --pretraining)
+EASYVQA_SPLIT2NAME = {"train": "train", "valid": "train", "test": "test"}
+# train_<P>pct: the questions of P% of the train images (tools.easyvqa --pretraining)
+EASYVQA_FEW_LABEL_SPLIT = re.compile(r"train_[0-9.]+pct")
 
 QA_TASKS = ("vqa", "gqa", "easyvqa")
 
@@ -173,11 +175,13 @@ class DataRoot:
                             [self.root / "easyvqa"], f"{split}.json", "easyvqa_json")
 
     def easyvqa_features(self, split: str) -> Path:
-        try:
+        if EASYVQA_FEW_LABEL_SPLIT.fullmatch(split):
+            stem = "train"
+        elif split in EASYVQA_SPLIT2NAME:
             stem = EASYVQA_SPLIT2NAME[split]
-        except KeyError:
+        else:
             raise ValueError(f"unknown easy-VQA split {split!r}; known: "
-                             f"{sorted(EASYVQA_SPLIT2NAME)}") from None
+                             f"{sorted(EASYVQA_SPLIT2NAME)} and train_<P>pct")
         return self._lookup(f"easy-VQA features for split {split!r}",
                             [self.root / "easyvqa_imgfeat"], f"{stem}_obj36.tsv",
                             "easyvqa_features")

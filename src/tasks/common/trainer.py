@@ -3,51 +3,89 @@
 A task supplies its model, datasets, loss, evaluator and result writer (`Task` below); the
 trainer alone owns the device, precision, DDP, optimizer, schedule, checkpoints and logs.
 
-The recipe is the authors' (spec §3.0): BertAdam with warmup 0.1 over
-t_total = len(train_loader) * epochs (drop_last), gradient clipping at global norm 5, seed 9595,
-evaluation after each epoch, BEST.pth on strict improvement, LAST.pth. Additions: an exact
-`--resume` from OUTPUT/resume.pth, atomic checkpoint writes, metrics.jsonl and run_info.json.
-"""
+The recipe is the authors' (docs/authors_code.md, "Training recipe"): BertAdam with warmup 0.1
+over t_total = len(train_loader) * epochs (drop_last), gradient clipping at global norm 5,
+seed 9595, evaluation after each epoch, BEST.pth on strict improvement, LAST.pth. Additions:
+an exact `--resume` from OUTPUT/resume.pth, atomic checkpoint writes, metrics.jsonl and
+run_info.json, gradient accumulation (--gradAccum).
+
+Where training stands is a `TrainState`; the trainer's own running totals of the epoch
+(`EpochTotals`: loss sum, steps, samples, seconds) are kept apart from the task's stats, so a
+task may name its stats as it likes."""
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
 import math
-import os
 import platform
-import random
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from lxrt.optimization import BertAdam
-from tasks.common import distributed as D
-from tasks.common.batching import longest_first, text_lengths, trim_text_padding
-from tasks.common.checkpoints import atomic_torch_save, atomic_write_json
+from tasks.common import distributed
+from tasks.common.batching import (longest_first, split_batch, text_lengths,
+                                   trim_text_padding)
+from tasks.common.checkpoints import (atomic_torch_save, atomic_write_json,
+                                      remove_stale_temporaries)
+from tasks.common.divergence import NONFINITE_CHECK_EVERY, NonFiniteLossWatch
 from tasks.common.precision import autocast, grad_scaler
+from tasks.common.resume import (RESUME_FORMAT, check_same_run, epoch_stats_to_plain,
+                                 load_resume_file, plain_args, plain_data, plain_scalar,
+                                 rng_state, set_rng_state)
+from tasks.common.run_folder import RunLock, append_metrics, start_metrics_section
+from tasks.common.runtime import (compile_module, default_num_workers, git_commit, gpu_name,
+                                  library_versions, mark_step_if_graphed, progress,
+                                  resolve_device, seed_everything, setup_logging)
+from tasks.common.sampler import EpochSampler, training_sampler
+from tasks.common.task_dataset import TaskDataset
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class EvalResult:
-    score: float                       # the number model selection uses (higher is better)
+    score: float                       # the number model selection uses (Task.score_is_loss)
     metrics: dict = field(default_factory=dict)
     predictions: object = None         # whatever the task's writer needs
+    epoch: Optional[int] = None        # set on the result `Trainer.fit` returns (the best)
+
+
+def improves(score: float, best_score: float, best_epoch: Optional[int], is_loss: bool) -> bool:
+    """Strictly better than the best so far: a higher score (the best starts at -inf), or
+    for a loss a lower one (the first finite loss is the first best)."""
+    if not is_loss:
+        return score > best_score
+    return math.isfinite(score) and (best_epoch is None or score < best_score)
+
+
+def format_score(score: float, is_loss: bool) -> str:
+    """`loss 6.6079` for a loss, `66.08` (percent) for an accuracy-like score."""
+    return f"loss {score:0.4f}" if is_loss else f"{score * 100:0.2f}"
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """The weight files the trainer writes in the output folder for a task: `best` on a
+    strictly better validation score, `last` after every epoch, and, when set, `per_epoch`
+    (a format string with `{epoch}`) after every epoch too."""
+    best: str = "BEST.pth"
+    last: str = "LAST.pth"
+    per_epoch: Optional[str] = None
 
 
 class Task:
     """What a task supplies. Methods receive the `Trainer` for device/precision/loaders."""
     name = "task"
+    checkpoint_files = CheckpointFiles()
+    score_is_loss = False  # True: evaluate's score is a loss, lower is better
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError
@@ -55,7 +93,9 @@ class Task:
     def load_weights(self, model: nn.Module) -> None:
         """Pre-trained (--loadLXMERT / --loadLXMERTQA) or fine-tuned (--load) weights."""
 
-    def train_dataset(self) -> Optional[Dataset]:
+    def train_dataset(self) -> Optional[TaskDataset]:
+        """The training set: a `TaskDataset`, whose hooks (text `tokens`, `set_epoch`,
+        `worker_init_fn`) the trainer calls."""
         return None
 
     def compute_loss(self, model: nn.Module, batch: dict):
@@ -63,7 +103,18 @@ class Task:
         raise NotImplementedError
 
     def train_score(self, stats: dict, samples: int) -> Optional[float]:
+        """The epoch's training score from its `compute_loss` stats summed over all batches
+        and ranks, and the number of examples trained on; None: report the loss only."""
         return None
+
+    def epoch_metrics(self, stats: dict, samples: int) -> dict:
+        """More training figures of the epoch (e.g. one loss per pre-training task), from the
+        same summed stats as `train_score`; added to metrics.jsonl (`train`) and the log."""
+        return {}
+
+    def checkpoint_state(self, model: nn.Module) -> dict:
+        """What the checkpoint files hold (default: the model's own state dict)."""
+        return model.state_dict()
 
     def evaluate(self, trainer: "Trainer", model: nn.Module, split: str) -> EvalResult:
         raise NotImplementedError
@@ -71,165 +122,104 @@ class Task:
     def write_results(self, trainer: "Trainer", result: EvalResult, split: str) -> None:
         """Write the test-server / prediction file for `split` (rank 0 only)."""
 
-    def epoch_metrics(self, stats: dict, samples: int) -> dict:
-        """Extra training figures of an epoch (e.g. one loss per pre-training task) from the
-        stats summed over the epoch and all ranks; merged into metrics.jsonl and logged."""
-        return {}
 
-    def on_epoch_end(self, trainer: "Trainer", model: nn.Module, epoch: int,
-                     result: Optional[EvalResult]) -> None:
-        """Called on every rank after each epoch's checkpoints (e.g. extra checkpoint files)."""
+@dataclass
+class EpochTotals:
+    """The trainer's own running totals of the epoch in progress (resumed mid-epoch too)."""
+    loss_sum: Optional[torch.Tensor] = None  # this rank's batch losses, summed on the device
+    steps: int = 0          # batches done in this epoch: where a resume starts the epoch
+    samples: int = 0        # examples trained on in this epoch, all ranks together
+    seconds: float = 0.0    # training time of this epoch (validation excluded)
 
-
-class EpochSampler(Sampler):
-    """Shuffled indices, a new permutation per epoch from (seed, epoch), trimmed to whole global
-    batches (drop_last), each global batch split across ranks. One process sees exactly what a
-    shuffled DataLoader(drop_last=True) would; N processes share each global batch, so the
-    schedule and the effective batch do not change with the number of GPUs. `start_batch`
-    skips batches already done (exact mid-epoch resume).
-
-    Length bucketing (opt-in, `bucket_batches` > 0 with per-example text `lengths`): each window
-    of `bucket_batches` consecutive global batches of the permutation is sorted by length and cut
-    into batches again, and the order of all batches is shuffled. Every example is still seen
-    once per epoch; a batch then holds sentences of nearly equal length, so padding removal cuts
-    it to about its own length instead of the longest of 32 random sentences."""
-
-    def __init__(self, size: int, global_batch: int, info: D.DistInfo, seed: int,
-                 lengths: Optional[np.ndarray] = None, bucket_batches: int = 0):
-        if global_batch % info.world_size:
-            raise ValueError(f"global batch {global_batch} is not divisible by the "
-                             f"{info.world_size} processes")
-        if bucket_batches and (lengths is None or len(lengths) != size):
-            raise ValueError("length bucketing needs one text length per example")
-        self.size, self.global_batch, self.info, self.seed = size, global_batch, info, seed
-        self.lengths = None if lengths is None else torch.as_tensor(np.asarray(lengths))
-        self.bucket_batches = bucket_batches
-        self.local_batch = global_batch // info.world_size
-        self.epoch, self.start_batch = 0, 0
-
-    @property
-    def num_batches(self) -> int:
-        return self.size // self.global_batch
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def global_batches(self) -> torch.Tensor:
-        """This epoch's global batches [num_batches, global_batch] of example indices."""
-        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
-        order = torch.randperm(self.size, generator=g)[: self.num_batches * self.global_batch]
-        if not self.bucket_batches:
-            return order.view(self.num_batches, self.global_batch)
-        window = self.bucket_batches * self.global_batch
-        chunks = []
-        for start in range(0, len(order), window):
-            part = order[start:start + window]
-            chunks.append(part[torch.sort(self.lengths[part], stable=True).indices])
-        batches = torch.cat(chunks).view(self.num_batches, self.global_batch)
-        return batches[torch.randperm(self.num_batches, generator=g)]
-
-    def __iter__(self):
-        order = self.global_batches().view(self.num_batches, self.info.world_size,
-                                           self.local_batch)
-        return iter(order[self.start_batch:, self.info.rank].reshape(-1).tolist())
-
-    def __len__(self) -> int:
-        return (self.num_batches - self.start_batch) * self.local_batch
+    def add_step(self, loss: torch.Tensor, global_batch: int) -> None:
+        loss = loss.detach().float()
+        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
+        self.steps += 1
+        self.samples += global_batch
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+@dataclass
+class TrainState:
+    """Where training stands: what --resume restores besides the model, the optimizer, the
+    grad scaler and the RNG states."""
+    epoch: int = 0                   # the epoch in progress (or whose validation is owed)
+    global_step: int = 0
+    best_score: float = -math.inf
+    best_epoch: Optional[int] = None
+    best_metrics: Optional[dict] = None
+    totals: EpochTotals = field(default_factory=EpochTotals)
+    task_stats: dict = field(default_factory=dict)  # compute_loss stats summed on this rank
 
+    def add_step(self, loss: torch.Tensor, task_stats: dict, global_batch: int) -> None:
+        self.totals.add_step(loss, global_batch)
+        self.global_step += 1
+        for key, value in task_stats.items():
+            self.task_stats[key] = self.task_stats.get(key, 0) + value.detach()
 
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch, self.totals, self.task_stats = epoch, EpochTotals(), {}
 
+    def best_result(self) -> Optional[EvalResult]:
+        if self.best_epoch is None:
+            return None
+        return EvalResult(self.best_score, self.best_metrics, epoch=self.best_epoch)
 
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    def saved_fields(self) -> dict:
+        """The fields resume.pth holds at its top level (plain data)."""
+        return {"epoch": self.epoch, "batch": self.totals.steps, "global_step": self.global_step,
+                "best_score": self.best_score, "best_epoch": self.best_epoch,
+                "best_metrics": self.best_metrics, "seconds": self.totals.seconds,
+                "samples": self.totals.samples}
 
+    def rank_fields(self) -> dict:
+        """This rank's part of resume.pth (0-d CPU tensors)."""
+        loss_sum = self.totals.loss_sum if self.totals.loss_sum is not None else 0.0
+        return {"loss_sum": plain_scalar(loss_sum),
+                "task_stats": epoch_stats_to_plain(self.task_stats)}
 
-def resolve_device(requested: Optional[str]) -> torch.device:
-    if requested in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {requested}: this machine has no CUDA GPU (torch "
-                         f"{torch.__version__}); run on the CPU with the launcher's first "
-                         f"argument `cpu` or --device cpu")
-    return device
-
-
-def default_num_workers(device: torch.device, usable_cpus: Optional[int] = None,
-                        processes_per_node: Optional[int] = None) -> int:
-    """DataLoader workers when --numWorkers is not given. On a GPU reading features and
-    collating batches must keep up with 2,000+ samples/s, so each process takes its share of
-    the cores (one left for the training process itself), between 2 and 8. On the CPU the
-    workers compete with the model for the same cores: 2."""
-    if device.type != "cuda":
-        return 2
-    if usable_cpus is None:
-        usable_cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                       else os.cpu_count() or 2)
-    per_node = processes_per_node or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(2, min(8, usable_cpus // max(per_node, 1) - 1))
-
-
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # compile modes that capture CUDA graphs
-
-
-def compile_module(module: nn.Module, mode: Optional[str]) -> nn.Module:
-    """`module` under torch.compile in `mode` (None: unchanged; "default": plain compile)."""
-    if not mode:
-        return module
-    return torch.compile(module, mode=None if mode == "default" else mode)
-
-
-def mark_step_if_graphed(mode: Optional[str]) -> None:
-    """Start of a training iteration under CUDA graphs: the previous replay's outputs may be
-    overwritten from here on (call before each step's forward)."""
-    if mode in CUDA_GRAPH_MODES:
-        torch.compiler.cudagraph_mark_step_begin()
-
-
-def git_commit() -> Optional[str]:
-    try:
-        root = Path(__file__).resolve().parents[3]
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    @classmethod
+    def from_saved(cls, saved: dict, rank_part: Optional[dict],
+                   device: torch.device) -> "TrainState":
+        """The state saved in resume.pth; `rank_part` None: the epoch's running loss and stats
+        are not restored (the number of processes changed, they cannot be split)."""
+        totals = EpochTotals(steps=saved["batch"], samples=saved["samples"],
+                             seconds=saved["seconds"])
+        state = cls(epoch=saved["epoch"], global_step=saved["global_step"],
+                    best_score=saved["best_score"], best_epoch=saved["best_epoch"],
+                    best_metrics=saved["best_metrics"], totals=totals)
+        if rank_part is not None:
+            totals.loss_sum = rank_part["loss_sum"].to(device)
+            state.task_stats = {k: v.to(device) for k, v in rank_part["task_stats"].items()}
+        return state
 
 
 class Trainer:
     def __init__(self, args, task: Task):
         self.args, self.task = args, task
         self.device = resolve_device(args.device)
-        self.dist = D.init_distributed(self.device.type)
+        self.dist = distributed.init_distributed(self.device.type)
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.output = Path(args.output)
         self.is_main = self.dist.is_main
+        self.lock = None
         if self.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
+            # before anything is written: a second run in this folder stops here
+            self.lock = RunLock(self.output).acquire()
+        try:
+            self._setup(args)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, args) -> None:
         setup_logging(self.output / "log.txt" if self.is_main else None, self.is_main)
+        if self.is_main:
+            remove_stale_temporaries(self.output)
         seed_everything(args.seed)
         self.precision = args.precision
         self.scaler = grad_scaler(self.device, self.precision)
-        self.grad_accum = getattr(args, "grad_accum", 1) or 1
-        if self.grad_accum < 1:
-            raise SystemExit(f"--gradAccum must be at least 1, got {self.grad_accum}")
         self.num_workers = args.num_workers
         if self.num_workers is None:
             self.num_workers = default_num_workers(self.device)
@@ -241,10 +231,10 @@ class Trainer:
         return autocast(self.device, self.precision)
 
     def to_device(self, batch: dict) -> dict:
-        if getattr(self.args, "trim_padding", True):
+        if self.args.trim_padding:
             batch = trim_text_padding(batch)
-        nb = self.device.type == "cuda"
-        return {k: v.to(self.device, non_blocking=nb) if torch.is_tensor(v) else v
+        non_blocking = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=non_blocking) if torch.is_tensor(v) else v
                 for k, v in batch.items()}
 
     def _loader(self, dataset, batch_size, sampler=None, worker_init_fn=None, seed=0):
@@ -265,20 +255,20 @@ class Trainer:
         ranks) and return the outputs concatenated on the CPU in dataset order."""
         indices = list(range(self.dist.rank, len(dataset), self.dist.world_size))
         lengths = text_lengths(dataset)
-        if lengths is not None and getattr(self.args, "trim_padding", True):
+        if lengths is not None and self.args.trim_padding:
             indices = longest_first(indices, lengths)  # outputs go back to dataset order below
         subset = torch.utils.data.Subset(dataset, indices)
         loader = self._loader(subset, self.eval_batch_size())
         chunks: dict = {}
         model.eval()
         with torch.no_grad(), self.autocast():
-            for batch in progress(loader, desc, self.is_main and self.use_tqdm):
+            for batch in progress(loader, desc, self.shows_progress):
                 out = step(model, self.to_device(batch))
                 for key, value in out.items():
                     chunks.setdefault(key, []).append(value.detach())
         local = {k: torch.cat(v).float().cpu() if v[0].is_floating_point() else torch.cat(v).cpu()
                  for k, v in chunks.items()}
-        gathered = D.gather_objects(self.dist, (indices, local))
+        gathered = distributed.gather_objects(self.dist, (indices, local))
         order = torch.tensor([i for idx, _ in gathered for i in idx], dtype=torch.long)
         merged = {k: torch.cat([part[k] for _, part in gathered]) for k in local}
         inverse = torch.empty_like(order)
@@ -288,6 +278,11 @@ class Trainer:
     @property
     def use_tqdm(self) -> bool:
         return bool(self.args.tqdm) or sys.stderr.isatty()
+
+    @property
+    def shows_progress(self) -> bool:
+        """Progress bars are drawn by rank 0 only."""
+        return self.is_main and self.use_tqdm
 
     # ---- model --------------------------------------------------------------------------
 
@@ -312,230 +307,248 @@ class Trainer:
 
     # ---- training -----------------------------------------------------------------------
 
-    def fit(self, model: nn.Module, valid_split: Optional[str]) -> Optional[EvalResult]:
-        args = self.args
+    def _train_dataset(self) -> TaskDataset:
         dataset = self.task.train_dataset()
-        buckets = getattr(args, "length_buckets", 0)
-        lengths = text_lengths(dataset) if buckets else None
-        if buckets and lengths is None:
-            log.warning("--lengthBuckets ignored: %s has no pre-tokenized text lengths",
-                        type(dataset).__name__)
-            buckets = 0
-        elif buckets:
-            log.info("length-bucketed batches: each window of %d batches sorted by text length",
-                     buckets)
-        sampler = EpochSampler(len(dataset), args.batch_size, self.dist, args.seed, lengths,
-                               buckets)
-        if sampler.local_batch % self.grad_accum:
-            raise SystemExit(f"--gradAccum {self.grad_accum} must divide the per-process batch "
-                             f"{sampler.local_batch}")
-        if sampler.num_batches == 0:
-            raise SystemExit(f"training set has {len(dataset)} examples, fewer than one batch "
-                             f"of {args.batch_size}")
+        if not isinstance(dataset, TaskDataset):
+            raise TypeError(f"{type(self.task).__name__}.train_dataset() returned a "
+                            f"{type(dataset).__name__}; a training set must derive from "
+                            f"tasks.common.task_dataset.TaskDataset")
+        return dataset
+
+    def fit(self, model: nn.Module, valid_split: Optional[str]) -> Optional[EvalResult]:
+        """Train for --epochs, validating after each; returns the BEST epoch's result (its
+        `epoch` set), None without validation or when stopped early (--stopAfterSteps)."""
+        args = self.args
+        dataset = self._train_dataset()
+        sampler = training_sampler(dataset, args.batch_size, self.dist, args.seed,
+                                   args.length_buckets)
+        if sampler.local_batch % args.grad_accum:
+            raise SystemExit(f"--gradAccum {args.grad_accum} must divide the batch of each "
+                             f"process ({sampler.local_batch})")
         t_total = sampler.num_batches * args.epochs
         optimizer = BertAdam(list(model.parameters()), lr=args.lr, warmup=args.warmup,
                              t_total=t_total)
-        state = self._resume_state(model, optimizer)
+        state = self._resume(model, optimizer) if args.resume else TrainState()
         train_model = self._wrap(model)
         log.info("training: %d examples, %d steps/epoch, %d epochs, t_total %d, batch %d "
                  "(%d per process)", len(dataset), sampler.num_batches, args.epochs, t_total,
                  args.batch_size, sampler.local_batch)
-        best_result = None
-        for epoch in range(state["epoch"], args.epochs):
-            sampler.set_epoch(epoch, state["batch"])
-            if hasattr(dataset, "set_epoch"):  # e.g. retrieval negatives seeded per epoch
-                dataset.set_epoch(epoch)
-            loader = self._loader(dataset, sampler.local_batch // self.grad_accum,
-                                  sampler=sampler,
-                                  worker_init_fn=getattr(dataset, "worker_init_fn", None),
-                                  seed=args.seed * 1000 + epoch)
-            stats, seconds, stopped = self._train_epoch(train_model, model, optimizer, loader,
-                                                        epoch, state)
-            if stopped:
-                return None
-            state["batch"] = 0
-            result = self._end_of_epoch(model, optimizer, epoch, stats, seconds, valid_split,
-                                        state)
-            best_result = result or best_result
-        return best_result
+        while state.epoch < args.epochs:
+            if state.totals.steps < sampler.num_batches:
+                loader = self._epoch_loader(dataset, sampler, state)
+                if self._train_epoch(train_model, model, optimizer, loader, state):
+                    return None
+            else:  # resumed from the epoch's last step: its validation is still owed
+                log.info("epoch %d: training was complete when the run stopped; running its "
+                         "validation now", state.epoch)
+            self._end_of_epoch(model, optimizer, valid_split, state)
+        return state.best_result()
 
-    def _train_epoch(self, train_model, model, optimizer, loader, epoch, state):
-        args = self.args
-        params = [p for p in model.parameters() if p.requires_grad]
-        stats, samples, started = {}, 0, time.time()
-        first_batch = state["batch"]  # > 0 when resuming mid-epoch
-        total = len(loader)
-        bar = progress(loader, f"epoch {epoch}", self.is_main and self.use_tqdm, total=total)
-        running = torch.zeros((), device=self.device)
-        accum = self.grad_accum  # loader batches per optimizer step (--gradAccum)
-        for i, batch in enumerate(bar):
-            batch = self.to_device(batch)
-            mark_step_if_graphed(args.compile)
-            train_model.train()
-            last = (i + 1) % accum == 0
-            if i % accum == 0:
-                optimizer.zero_grad(set_to_none=True)
-            with self._sync_gradients(train_model, last):
+    def _epoch_loader(self, dataset: TaskDataset, sampler: EpochSampler,
+                      state: TrainState) -> DataLoader:
+        """The loader of the epoch in progress, from the batch a resume starts at."""
+        sampler.set_epoch(state.epoch, state.totals.steps)
+        dataset.set_epoch(state.epoch)
+        return self._loader(dataset, sampler.local_batch, sampler=sampler,
+                            worker_init_fn=dataset.worker_init_fn,
+                            seed=self.args.seed * 1000 + state.epoch)
+
+    def _train_step(self, train_model, optimizer, params, batch: dict):
+        """One optimizer step on `batch` -> (loss, the task's stats of the batch). With
+        --gradAccum N the batch is cut into N micro-batches, each loss / N is back-propagated
+        and the gradients add up before the one step; the loss is the micro-batches' mean."""
+        mark_step_if_graphed(self.args.compile)
+        train_model.train()
+        optimizer.zero_grad(set_to_none=True)
+        parts = split_batch(batch, self.args.grad_accum)
+        loss_sum, task_stats = None, {}
+        for k, part in enumerate(parts):
+            with self._gradient_sync(train_model, k == len(parts) - 1):
                 with self.autocast():
-                    loss, step_stats = self.task.compute_loss(train_model, batch)
-                scaled = loss / accum if accum > 1 else loss
-                if self.scaler is not None:
-                    self.scaler.scale(scaled).backward()
-                else:
-                    scaled.backward()
-            running += loss.detach() / accum
-            for key, value in step_stats.items():
-                stats[key] = stats.get(key, 0) + value.detach()
-            if not last:
-                continue
-            if self.scaler is not None:
-                self.scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(params, args.clip_norm)
-                self.scaler.step(optimizer)
-                self.scaler.update()
-            else:
-                nn.utils.clip_grad_norm_(params, args.clip_norm)
-                optimizer.step()
-            samples += args.batch_size
-            state["global_step"] += 1
-            state["batch"] = first_batch + (i + 1) // accum
-            step = (i + 1) // accum  # optimizer steps done in this epoch
-            if hasattr(bar, "set_postfix") and step % 20 == 0:  # .item() syncs: not every step
-                rate = samples / max(time.time() - started, 1e-9)
-                bar.set_postfix(loss=f"{running.item() / step:.4f}", samples_s=f"{rate:.0f}")
-            if args.checkpoint_every and state["global_step"] % args.checkpoint_every == 0:
-                self._save_resume(model, optimizer, epoch, state)
-            if args.stop_after_steps and state["global_step"] >= args.stop_after_steps:
-                self._save_resume(model, optimizer, epoch, state)
-                log.info("stopping after %d steps as asked (--stopAfterSteps); resume with "
-                         "--resume", state["global_step"])
-                return stats, time.time() - started, True
-        stats["loss_sum"] = running
-        stats["steps"] = torch.tensor(float(total // accum))
-        return stats, time.time() - started, False
+                    loss, part_stats = self.task.compute_loss(train_model, part)
+                scaled = loss / len(parts) if len(parts) > 1 else loss
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+            for key, value in part_stats.items():
+                task_stats[key] = task_stats.get(key, 0) + value.detach()
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(params, self.args.clip_norm)
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            nn.utils.clip_grad_norm_(params, self.args.clip_norm)
+            optimizer.step()
+        return loss_sum / len(parts) if len(parts) > 1 else loss_sum, task_stats
 
     @staticmethod
-    def _sync_gradients(train_model, sync: bool):
-        """DDP all-reduces gradients only on the last micro-batch of an accumulated step."""
-        if not sync and hasattr(train_model, "no_sync"):
-            return train_model.no_sync()
-        return contextlib.nullcontext()
+    def _gradient_sync(train_model, last_part: bool):
+        """DDP all-reduces the gradients on the last micro-batch of a step only."""
+        no_sync = getattr(train_model, "no_sync", None)  # DDP (also under torch.compile)
+        return contextlib.nullcontext() if last_part or no_sync is None else no_sync()
 
-    def _end_of_epoch(self, model, optimizer, epoch, stats, seconds, valid_split, state):
-        args = self.args
-        steps = max(stats["steps"].item(), 1)
+    def _train_epoch(self, train_model, model, optimizer, loader, state: TrainState) -> bool:
+        """Train the rest of epoch `state.epoch`; True when stopped (--stopAfterSteps)."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        totals, started = state.totals, time.time()
+        seconds_before = totals.seconds  # > 0 when resuming mid-epoch
+        bar = progress(loader, f"epoch {state.epoch}", self.shows_progress, total=len(loader))
+        watch = NonFiniteLossWatch(self.device)
+        for done_here, batch in enumerate(bar, start=1):
+            batch = self.to_device(batch)
+            loss, task_stats = self._train_step(train_model, optimizer, params, batch)
+            watch.update(loss, totals.steps, batch.get("index"))
+            state.add_step(loss, task_stats, self.args.batch_size)
+            totals.seconds = seconds_before + time.time() - started
+            if self._after_step(model, optimizer, state, watch, bar, done_here):
+                return True
+        watch.check(self.dist, state.epoch, state.global_step - totals.steps)
+        return False
+
+    def _after_step(self, model, optimizer, state: TrainState, watch: NonFiniteLossWatch,
+                    bar, done_here: int) -> bool:
+        """Checks, progress and the resume checkpoint after a step; True: stop (as asked)."""
+        args, totals = self.args, state.totals
+        checkpoint = bool(args.checkpoint_every
+                          and state.global_step % args.checkpoint_every == 0)
+        stop = bool(args.stop_after_steps and state.global_step >= args.stop_after_steps)
+        periodic = done_here % NONFINITE_CHECK_EVERY == 0  # one host sync per this many steps
+        if checkpoint or stop or periodic:
+            watch.check(self.dist, state.epoch, state.global_step - totals.steps)
+        if periodic and self.shows_progress:  # `bar` is a tqdm bar
+            bar.set_postfix(loss=f"{totals.loss_sum.item() / totals.steps:.4f}",
+                            samples_s=f"{totals.samples / max(totals.seconds, 1e-9):.0f}")
+        if checkpoint or stop:
+            self._save_resume(model, optimizer, state)
+        if stop:
+            log.info("stopping after %d steps as asked (--stopAfterSteps); resume with "
+                     "--resume", state.global_step)
+        return stop
+
+    def _train_summary(self, state: TrainState) -> tuple[dict, list]:
+        """The finished epoch's metrics record (training part) and its log lines."""
+        totals = state.totals
+        steps = max(totals.steps, 1)
+        loss_sum = totals.loss_sum if totals.loss_sum is not None else torch.zeros(())
         # mean over every rank's batches (each rank's loss is the mean of its local batch)
-        loss_sum = D.sum_over_ranks(self.dist, stats["loss_sum"]).item()
+        loss_sum = distributed.sum_over_ranks(self.dist, loss_sum).item()
         train_loss = loss_sum / steps / self.dist.world_size
-        samples = steps * args.batch_size  # global: every rank did `steps` local batches
-        summed = {k: D.sum_over_ranks(self.dist, v) for k, v in stats.items()
-                  if k not in ("loss_sum", "steps")}
-        train_score = self.task.train_score(summed, int(samples))
-        record = {"epoch": epoch, "train_loss": train_loss, "train_seconds": seconds,
-                  "train_samples_per_s": samples / max(seconds, 1e-9)}
-        lines = [f"Epoch {epoch}: Train {train_score * 100:0.2f}" if train_score is not None
-                 else f"Epoch {epoch}: Train loss {train_loss:0.4f}"]
-        result = None
-        if valid_split:
-            result = self.task.evaluate(self, model, valid_split)
-            record["valid"] = result.metrics
-            if result.score > state["best"]:
-                state["best"] = result.score
-                if self.is_main:
-                    atomic_torch_save(model.state_dict(), self.output / "BEST.pth")
-            lines += [f"Epoch {epoch}: Valid {result.score * 100:0.2f}",
-                      f"Epoch {epoch}: Best {state['best'] * 100:0.2f}"]
+        summed = {k: distributed.sum_over_ranks(self.dist, v) for k, v in state.task_stats.items()}
+        train_score = self.task.train_score(summed, totals.samples)
+        record = {"epoch": state.epoch, "train_loss": train_loss,
+                  "train_seconds": totals.seconds,
+                  "train_samples_per_s": totals.samples / max(totals.seconds, 1e-9)}
+        lines = [f"Epoch {state.epoch}: Train {train_score * 100:0.2f}"
+                 if train_score is not None
+                 else f"Epoch {state.epoch}: Train loss {train_loss:0.4f}"]
         if train_score is not None:
             record["train_score"] = train_score
-        extra = self.task.epoch_metrics(summed, int(samples))
+        extra = self.task.epoch_metrics(summed, totals.samples)
         if extra:
             record["train"] = extra
-            lines.append(f"Epoch {epoch}: Train " + " ".join(
-                f"{k} {v:0.4f}" for k, v in extra.items()))
-        record["best"] = state["best"] if valid_split else None
+            lines.append(f"Epoch {state.epoch}: Train " +
+                         " ".join(f"{k} {v:0.4f}" for k, v in extra.items()))
+        return record, lines
+
+    def _validate(self, model, valid_split: str, state: TrainState) -> EvalResult:
+        """Evaluate the finished epoch; a strictly better score becomes the best checkpoint."""
+        result = self.task.evaluate(self, model, valid_split)
+        if improves(result.score, state.best_score, state.best_epoch, self.task.score_is_loss):
+            state.best_score, state.best_epoch = result.score, state.epoch
+            state.best_metrics = plain_data(result.metrics)
+            if self.is_main:
+                self._save_weights(model, self.task.checkpoint_files.best)
+        return result
+
+    def _save_weights(self, model, name: str) -> None:
+        atomic_torch_save(self.task.checkpoint_state(model), self.output / name)
+
+    def _save_epoch_weights(self, model, epoch: int) -> None:
+        """The task's checkpoint files of every epoch: LAST.pth, and maybe one per epoch."""
+        files = self.task.checkpoint_files
+        if files.per_epoch:
+            self._save_weights(model, files.per_epoch.format(epoch=epoch))
+        self._save_weights(model, files.last)
+
+    def _end_of_epoch(self, model, optimizer, valid_split, state: TrainState) -> None:
+        """Log and record the finished epoch, validate, write BEST/LAST and the resume state
+        (which then points at the next epoch)."""
+        epoch = state.epoch
+        record, lines = self._train_summary(state)
+        if valid_split:
+            result = self._validate(model, valid_split, state)
+            record["valid"] = result.metrics
+            is_loss = self.task.score_is_loss
+            lines += [f"Epoch {epoch}: Valid {format_score(result.score, is_loss)}",
+                      f"Epoch {epoch}: Best {format_score(state.best_score, is_loss)}"]
+        record["best"] = state.best_score if valid_split else None
+        record["best_epoch"] = state.best_epoch
         if self.is_main:
-            atomic_torch_save(model.state_dict(), self.output / "LAST.pth")
+            self._save_epoch_weights(model, epoch)
             with open(self.output / "log.log", "a") as handle:
                 handle.write("\n" + "\n".join(lines) + "\n")
-            with open(self.output / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_metrics(self.output, record)
         for line in lines:
             log.info(line)
-        self.task.on_epoch_end(self, model, epoch, result)
-        self._save_resume(model, optimizer, epoch + 1, state)
-        return result
+        state.start_epoch(epoch + 1)
+        self._save_resume(model, optimizer, state)
 
     # ---- resume -------------------------------------------------------------------------
 
-    def _resume_state(self, model, optimizer) -> dict:
-        state = {"epoch": 0, "batch": 0, "global_step": 0, "best": -math.inf}
+    def _resume(self, model, optimizer) -> TrainState:
+        """Model, optimizer, grad scaler and RNG states from OUTPUT/resume.pth; -> the state."""
         path = self.output / "resume.pth"
-        if not self.args.resume:
-            return state
-        if not path.is_file():
-            raise SystemExit(f"--resume: no resume state at {path}")
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = load_resume_file(path)
+        check_same_run(path, saved.get("args"), self.args)
         model.load_state_dict(saved["model"])
+        # The optimizer's hyper-parameters come from the flags of this run (the same unless
+        # --resumeChangedFlags); its moments and step counts from the saved state.
+        current = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         optimizer.load_state_dict(saved["optimizer"])
+        for group, hyper in zip(optimizer.param_groups, current):
+            group.update(hyper)
         if self.scaler is not None and saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
-        set_rng_state(saved["rng"][min(self.dist.rank, len(saved["rng"]) - 1)])
-        state.update({k: saved[k] for k in ("epoch", "batch", "global_step", "best")})
-        log.info("resumed from %s: epoch %d, batch %d, step %d, best %s", path, state["epoch"],
-                 state["batch"], state["global_step"], state["best"])
+        ranks = saved["per_rank"]
+        mine = ranks[min(self.dist.rank, len(ranks) - 1)]
+        set_rng_state(mine["rng"])
+        same_ranks = len(ranks) == self.dist.world_size
+        if not same_ranks:
+            log.warning("--resume with %d processes, saved with %d: the running loss and stats "
+                        "of the interrupted epoch start over", self.dist.world_size, len(ranks))
+        state = TrainState.from_saved(saved, mine if same_ranks else None, self.device)
+        log.info("resumed from %s: epoch %d, batch %d, step %d, best %s", path, state.epoch,
+                 state.totals.steps, state.global_step, state.best_score)
         return state
 
-    def _save_resume(self, model, optimizer, epoch, state) -> None:
-        rngs = D.gather_objects(self.dist, rng_state())
+    def _save_resume(self, model, optimizer, state: TrainState) -> None:
+        per_rank = distributed.gather_objects(self.dist,
+                                              {"rng": rng_state(), **state.rank_fields()})
         if not self.is_main:
             return
         atomic_torch_save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "format": RESUME_FORMAT, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rngs, "epoch": epoch, "batch": state["batch"],
-            "global_step": state["global_step"], "best": state["best"],
-            "args": vars(self.args)}, self.output / "resume.pth")
+            "args": plain_args(self.args), **state.saved_fields(), "per_rank": per_rank},
+            self.output / "resume.pth")
 
     # ---- run info -----------------------------------------------------------------------
 
     def write_run_info(self, argv) -> None:
         if not self.is_main:
             return
-        import transformers  # noqa: F401  (versions only)
-        versions = {"python": platform.python_version(), "torch": torch.__version__,
-                    "numpy": np.__version__, "transformers": transformers.__version__}
         info = {"argv": list(argv), "args": vars(self.args), "git_commit": git_commit(),
-                "versions": versions, "device": str(self.device),
+                "versions": library_versions(), "device": str(self.device),
                 "world_size": self.dist.world_size, "host": platform.node(),
-                "cuda": torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
-                else None}
+                "cuda": gpu_name(self.device)}
         atomic_write_json(self.output / "run_info.json", info, indent=2, default=str)
+        start_metrics_section(self.output, argv, bool(self.args.resume))
 
     def close(self) -> None:
-        D.shutdown(self.dist)
-
-
-def progress(iterable, desc: str, enabled: bool, total: Optional[int] = None):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-    return tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, leave=False)
-
-
-def setup_logging(path: Optional[Path], is_main: bool) -> None:
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_lxrt", False):
-            root.removeHandler(handler)
-    root.setLevel(logging.INFO if is_main else logging.WARNING)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    handlers = [logging.StreamHandler()]
-    if path is not None:
-        handlers.append(logging.FileHandler(path))
-    for handler in handlers:
-        handler.setFormatter(fmt)
-        handler._lxrt = True
-        root.addHandler(handler)
+        distributed.shutdown(self.dist)
+        if self.lock is not None:
+            self.lock.release()
 
 
 def run_task(args, task: Task, argv) -> dict:
@@ -552,11 +565,15 @@ def run_task(args, task: Task, argv) -> dict:
             summary["test"] = result.metrics
             log.info("test %s: %s", args.test, json.dumps(result.metrics))
             if trainer.is_main:
-                with open(trainer.output / "metrics.jsonl", "a") as handle:
-                    handle.write(json.dumps({"test": args.test, **result.metrics}) + "\n")
+                append_metrics(trainer.output, {"test": args.test, **result.metrics})
         elif args.train:
             best = trainer.fit(model, args.valid or None)
             summary["best"] = best.metrics if best is not None else None
+            summary["best_epoch"] = best.epoch if best is not None else None
+            if best is not None:
+                log.info("best epoch %d: valid %s %s", best.epoch,
+                         format_score(best.score, task.score_is_loss),
+                         json.dumps(best.metrics, default=str))
         return summary
     finally:
         trainer.close()

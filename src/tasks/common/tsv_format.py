@@ -87,6 +87,9 @@ def boxes_in_range(normed: np.ndarray) -> bool:
     return bool(np.all(normed < 1 + BOX_TOLERANCE) and np.all(-normed < 0 + BOX_TOLERANCE))
 
 
+MAX_SHOWN = 60  # characters of a malformed img_id quoted in an error message
+
+
 class TSVFormatError(ValueError):
     """A malformed TSV row; the message names the file, the line number and the img_id."""
 
@@ -104,7 +107,8 @@ def decode_row(line, source: str = "<string>", lineno: int = 0,
 
     Decodes the arrays with the authors' dtypes (``np.frombuffer(base64.b64decode(s), dtype)``)
     and validates the row: field count, integer img_h/img_w/num_boxes, base64, every array's
-    length against num_boxes, and (``check_boxes``) the authors' box-range check.
+    length against num_boxes, finite features and boxes, no NUL bytes (a crash's tail), and
+    (``check_boxes``) the authors' box-range check.
     Raises ``TSVFormatError`` (a ValueError) naming ``source``, ``lineno`` and the img_id.
     The returned arrays are read-only views on the decoded buffers.
     """
@@ -113,10 +117,16 @@ def decode_row(line, source: str = "<string>", lineno: int = 0,
     line = line.rstrip(b"\r\n")
     fields = line.split(b"\t")
     img_id = fields[0].decode("utf-8", errors="replace") if fields else ""
+    shown = img_id if len(img_id) <= MAX_SHOWN else img_id[:MAX_SHOWN] + "..."
 
     def fail(msg):
-        raise TSVFormatError(f"{source}:{lineno}: img_id {img_id!r}: {msg}")
+        raise TSVFormatError(f"{source}:{lineno}: img_id {shown!r}: {msg}")
 
+    nuls = line.count(b"\x00")
+    if nuls:
+        # a run of NUL bytes is what a crash or a full disk leaves at the end of a file
+        fail(f"the line holds NUL bytes ({nuls} of {len(line)} bytes; a file "
+             f"truncated or padded by a crash?); re-extract or re-download the TSV")
     if len(fields) != len(FIELDNAMES):
         fail(f"expected {len(FIELDNAMES)} tab-separated fields ({', '.join(FIELDNAMES)}), "
              f"got {len(fields)}")
@@ -152,6 +162,11 @@ def decode_row(line, source: str = "<string>", lineno: int = 0,
         elif arr.size != n:
             fail(f"{name} has {arr.size} values, expected num_boxes = {n}")
         arrays[name] = arr
+    for name in ("features", "boxes"):
+        if not np.isfinite(arrays[name]).all():
+            bad = int(np.argwhere(~np.isfinite(arrays[name]))[0][0])
+            fail(f"{name} of box {bad} hold non-finite values (NaN or inf); a model trained "
+                 f"on them would be NaN")
     item = ImageFeatures(img_id=img_id, img_h=img_h, img_w=img_w, **arrays)
     if check_boxes:
         normed = normalise_boxes(item.boxes, img_h, img_w)

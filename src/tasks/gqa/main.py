@@ -7,7 +7,7 @@
                                                                     testdev_predict.json
 
 The model, loss (BCE x 1842, or `--mceLoss`: CE on argmax(target) x 1842), evaluator and
-writer are VQA's (`tasks.common.qa.QATask`); `GQA_SPEC` holds what differs: string question
+writer are VQA's (`tasks.qa.task.QATask`); `GQA_SPEC` holds what differs: string question
 ids, `[{"questionId": str, "prediction": str}]` result files, and the `test` -> `submit`
 alias. Answers outside the 1842-answer table are left out of the targets, as the authors.
 """
@@ -15,22 +15,22 @@ from __future__ import annotations
 
 import sys
 
-from tasks.common.args import add, base_parser, finish
-from tasks.common.qa import GQA_SPEC, QATask
+from tasks.common.args import add_flag, base_parser, validate_args
+from tasks.qa.task import GQA_SPEC, QATask
 from tasks.common.trainer import run_task
 
 
 def build_parser():
     parser = base_parser("LXMERT-S GQA fine-tuning and testing", epochs=5)
     g = parser.add_argument_group("GQA")
-    add(g, "--mceLoss", dest="mce_loss", action="store_true",
-        help="cross-entropy on the argmax of the soft target (x answers) instead of BCE; an "
-             "all-zero target counts as answer 0, as in the authors' code")
+    add_flag(g, "--mceLoss", dest="mce_loss", action="store_true",
+             help="cross-entropy on the argmax of the soft target (x answers) instead of BCE; an "
+                  "all-zero target counts as answer 0, as in the authors' code")
     return parser
 
 
 def main(argv=None) -> dict:
-    args = finish(build_parser().parse_args(argv))
+    args = validate_args(build_parser().parse_args(argv))
     return run_task(args, QATask(args, GQA_SPEC), argv)
 
 

@@ -1,4 +1,5 @@
-"""NLVR2 data: the question-file reader and the two-image dataset (reference.md §3.3).
+"""NLVR2 data: the question-file reader and the two-image dataset (docs/authors_code.md,
+"NLVR2").
 
 Files are JSON lists of
     {"identifier": "train-10171-0-0", "img0": str, "img1": str, "label": 0 | 1,
@@ -13,21 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from tasks.common.qa_data import (DataFormatError, _ImageLookup, _is_int, _tokenize,
-                                  feature_topk as _feature_topk, filter_by_features, open_stores,
-                                  stores_num_boxes,
-                                  read_records, split_list)
+from tasks.common import readers
+from tasks.common.task_dataset import TaskDataset
+from tasks.common.readers import (DataFormatError, ImageLookup, check_feature_dim,
+                                  check_not_empty, filter_by_features, is_integer, open_stores,
+                                  read_records, split_list, stores_num_boxes, tokenize_texts)
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 IGNORE_LABEL = -1
-
-
-def feature_topk(split: str, tiny: bool = False, fast: bool = False) -> int | None:
-    """--tiny reads 512 images, --fast 5000, otherwise all (None)."""
-    return _feature_topk(split, tiny, fast, task="nlvr2")
 
 
 def load_nlvr2_split(path: str | Path, require_label: bool = False) -> list[dict]:
@@ -44,33 +40,35 @@ def load_nlvr2_split(path: str | Path, require_label: bool = False) -> list[dict
             if not datum[key]:
                 raise DataFormatError(f"{where}: key {key!r} is empty")
         if "label" in datum:
-            if not _is_int(datum["label"]) or datum["label"] not in (0, 1):
+            if not is_integer(datum["label"]) or datum["label"] not in (0, 1):
                 raise DataFormatError(f"{where}: key 'label' must be 0 or 1, "
                                       f"got {datum['label']!r}")
         elif require_label:
-            raise DataFormatError(f"{where}: missing key 'label' (this split must be labelled)")
+            raise DataFormatError(f"{where} (identifier {datum['identifier']!r}): missing key "
+                                  f"'label' (a validation split must be labelled)")
     return data
 
 
-class NLVR2Dataset(Dataset):
+class NLVR2Dataset(TaskDataset):
     """Two images per example. Sentences are tokenized once at init.
 
     Items: dict `index` int64, `input_ids`/`token_position`/`input_mask` [L] int64,
-    `feats` [2,36,D] float32, `boxes` [2,36,4] float32, `label` int64 (-1 when unlabelled).
+    `feats` [2,36,D] float32, `boxes` [2,36,4] float32, `target` int64 (the example's `label`,
+    -1 when unlabelled).
     Keeps `data`, `identifiers`, `uids`, `labels` and `split_name`."""
 
     def __init__(self, data: list[dict], feature_stores, tokenizer, split_name: str = "",
                  subset: bool = False, num_boxes: int | None = 36):
         self.split_name = split_name
-        self.images = _ImageLookup(feature_stores, num_boxes)
+        self.images = ImageLookup(feature_stores, num_boxes)
         self.data = filter_by_features(list(data), self.images.__contains__, ("img0", "img1"),
                                        split_name, subset, "identifier")
         self.identifiers = [d["identifier"] for d in self.data]
         self.uids = [d["uid"] for d in self.data]
         self.labels = np.asarray([d.get("label", IGNORE_LABEL) for d in self.data],
                                  dtype=np.int64)
-        self.tokens = _tokenize(tokenizer, [d["sent"] for d in self.data])
-        logger.info("split %s: %d examples", split_name, len(self.data))
+        self.tokens = tokenize_texts(tokenizer, [d["sent"] for d in self.data])
+        log.info("split %s: %d examples", split_name, len(self.data))
 
     def __len__(self) -> int:
         return len(self.data)
@@ -84,25 +82,32 @@ class NLVR2Dataset(Dataset):
             item[name] = torch.from_numpy(arr[index])
         item["feats"] = torch.from_numpy(np.stack([f0, f1]))
         item["boxes"] = torch.from_numpy(np.stack([b0, b1]))
-        item["label"] = torch.tensor(self.labels[index], dtype=torch.int64)
+        item["target"] = torch.tensor(self.labels[index], dtype=torch.int64)
         return item
 
 
 def load_nlvr2_dataset(data_root, splits, tokenizer, tiny: bool = False, fast: bool = False,
-                       cache_dir=None, fp16: bool = False) -> NLVR2Dataset:
+                       cache_dir=None, fp16: bool = False, require_label: bool = False,
+                       feat_dim: int | None = None) -> NLVR2Dataset:
     """Build the `NLVR2Dataset` for comma-separated `splits` from a data root; each split
-    reads its own `nlvr2_imgfeat/{split}_obj36.tsv`."""
+    reads its own `nlvr2_imgfeat/{split}_obj36.tsv`. `require_label` (validation splits) makes
+    an unlabelled example an error; `feat_dim` is checked against the stores; an empty split
+    is an error."""
     from tasks.common.paths import DataRoot
     root = data_root if isinstance(data_root, DataRoot) else DataRoot(data_root)
     names = split_list(splits)
     if not names:
         raise ValueError("no split given")
-    data, paths_topk, subset = [], [], False
+    data, paths_topk, files, subset = [], [], [], False
     for split in names:
-        data.extend(load_nlvr2_split(root.nlvr2_json(split)))
-        topk = feature_topk(split, tiny, fast)
+        files.append(root.nlvr2_json(split))
+        data.extend(load_nlvr2_split(files[-1], require_label))
+        topk = readers.feature_topk(split, tiny, fast, task="nlvr2")
         subset = subset or topk is not None
         paths_topk.append((root.nlvr2_features(split), topk))
     stores = open_stores(paths_topk, cache_dir=cache_dir, fp16=fp16)
-    return NLVR2Dataset(data, stores, tokenizer, split_name=",".join(names), subset=subset,
-                        num_boxes=stores_num_boxes(stores))
+    check_feature_dim(stores, feat_dim)
+    dataset = NLVR2Dataset(data, stores, tokenizer, split_name=",".join(names), subset=subset,
+                           num_boxes=stores_num_boxes(stores))
+    check_not_empty(dataset, files, subset and bool(data), what="examples")
+    return dataset

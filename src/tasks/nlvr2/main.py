@@ -10,13 +10,14 @@
 
 Result files have one `identifier,True|False` line per example, no header (True = the
 statement is true). Metrics: accuracy and consistency (share of sentences whose every image
-pair is right). `--loadLXMERTQA` is not supported, as in the authors' code.
+pair is right). `--loadLXMERTQA` is an error here (there is no pre-trained head for the pair
+classifier); the authors' code ignored it silently and started from BERT weights.
 """
 from __future__ import annotations
 
 import sys
 
-from tasks.common.args import base_parser, finish
+from tasks.common.args import base_parser, validate_args
 from tasks.common.trainer import run_task
 from tasks.nlvr2.task import NLVR2Task
 
@@ -26,7 +27,7 @@ def build_parser():
 
 
 def main(argv=None) -> dict:
-    args = finish(build_parser().parse_args(argv))
+    args = validate_args(build_parser().parse_args(argv))
     return run_task(args, NLVR2Task(args), argv)
 
 

@@ -1,4 +1,5 @@
-"""The NLVR2 model: one sentence, two images -> true/false (reference.md §3.3, nlvr2_model.py).
+"""The NLVR2 model: one sentence, two images -> true/false (docs/authors_code.md, "NLVR2"; the
+authors' nlvr2_model.py).
 
 The encoder runs once on a batch of 2B (sentence, image) pairs ordered like the authors'
 `feats.view(2B, ...)`: rows (ex0 img0, ex0 img1, ex1 img0, ex1 img1, ...), the sentence
@@ -23,7 +24,8 @@ class NLVR2Model(nn.Module):
     def __init__(self, config: LXRTConfig):
         super().__init__()
         self.lxrt_encoder = LXRTEncoder(config)
-        # the authors hard-code 768 here (spec §6 #20); the hidden size is what they meant
+        # the authors hard-code 768 here (docs/authors_code.md, "Layer layout"); the hidden
+        # size is what they meant
         hid = self.lxrt_encoder.dim
         self.logit_fc = AnswerHead(hid * 2, hid * 2, NUM_CLASSES, config.layer_norm_eps)
         self.logit_fc.apply(lambda m: init_bert_weights(m, config.initializer_range))

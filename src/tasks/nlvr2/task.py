@@ -1,10 +1,11 @@
 """NLVR2 on the training loop: model, weights, data, CE loss, accuracy/consistency, CSV files.
 
-What the authors do (reference.md §3.3): `CrossEntropyLoss(ignore_index=-1)` over the two
-classes, accuracy of argmax, BEST/LAST checkpoints, and `<split>_predict.csv` files with one
-`identifier,True|False` line per example (no header; True = prediction 1). Added here:
+What the authors do (docs/authors_code.md, "NLVR2"): `CrossEntropyLoss(ignore_index=-1)`
+over the two classes, accuracy of argmax, BEST/LAST checkpoints, and `<split>_predict.csv`
+files with one `identifier,True|False` line per example (no header; True = prediction 1).
+Added here:
 consistency (the NLVR2 paper's second metric), result files checked against the split, and a
-clear error instead of the authors' silently empty `hidden_predict.csv` (spec §6 #37).
+clear error instead of the authors' silently empty `hidden_predict.csv` (same section).
 """
 from __future__ import annotations
 
@@ -18,15 +19,16 @@ import numpy as np
 import torch.nn.functional as F
 
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
+from tasks.common.args import subset_flags, warn_if_loaded_whole
 from tasks.common.checkpoints import atomic_write_text
 from tasks.common.paths import DataFileNotFoundError, DataRoot
-from tasks.common.qa import MAX_SEQ_LENGTH, build_config, load_task_weights
-from tasks.common.qa_data import split_list
+from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config, load_task_weights
+from tasks.common.readers import split_list
 from tasks.common.trainer import EvalResult, Task
 from tasks.nlvr2.data import IGNORE_LABEL, load_nlvr2_dataset
 from tasks.nlvr2.model import NLVR2Model
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 HIDDEN_SPLIT = "hidden"
 
@@ -101,8 +103,10 @@ class NLVR2Task(Task):
 
     def __init__(self, args):
         if args.load_lxmert_qa:
-            raise SystemExit("--loadLXMERTQA is not supported for NLVR2 (the authors' NLVR2 "
-                             "code has no pre-trained head to copy): use --loadLXMERT "
+            raise SystemExit("--loadLXMERTQA is not supported for NLVR2 (there is no "
+                             "pre-trained head for the pair classifier; the authors' code "
+                             "ignored the flag silently and started from BERT weights): use "
+                             "--loadLXMERT "
                              f"{args.load_lxmert_qa} for the pre-trained encoder, or --load for "
                              "a fine-tuned NLVR2 model")
         self.args = args
@@ -128,7 +132,8 @@ class NLVR2Task(Task):
                 "public release and which LXMERT's process_dataset.py does not convert: "
                 "provide nlvr2/hidden.json (the processed test2 file) and "
                 "nlvr2_imgfeat/hidden_obj36.tsv (its image features). The authors' code wrote "
-                f"an empty hidden_predict.csv here instead (reference.md §6 #37).\n{err}"
+                "an empty hidden_predict.csv here instead (docs/authors_code.md, \"NLVR2\").\n"
+                f"{err}"
             ) from None
 
     # ---- model and weights ----------------------------------------------------------------
@@ -142,14 +147,22 @@ class NLVR2Task(Task):
     # ---- data -----------------------------------------------------------------------------
 
     def dataset(self, splits: str):
-        if splits not in self._datasets:
-            self._datasets[splits] = load_nlvr2_dataset(
-                self.root, splits, self.tokenizer, tiny=self.args.tiny, fast=self.args.fast,
-                cache_dir=self.args.feature_cache, fp16=self.args.fp16_features)
-        return self._datasets[splits]
+        tiny, fast = subset_flags(self.args, splits)
+        key = (splits, tiny, fast)  # the test split is never served from a cut copy
+        if key not in self._datasets:
+            warn_if_loaded_whole(self.args, splits, tiny, fast)
+            validating = not self.args.test and splits == self.args.valid
+            self._datasets[key] = load_nlvr2_dataset(
+                self.root, splits, self.tokenizer, tiny=tiny, fast=fast,
+                cache_dir=self.args.feature_cache, fp16=self.args.fp16_features,
+                require_label=validating, feat_dim=self.config.visual_feat_dim)
+        return self._datasets[key]
 
     def train_dataset(self):
-        return self.dataset(self.args.train)
+        train = self.dataset(self.args.train)
+        if self.args.valid:  # load and check it now, not after the first epoch
+            self.dataset(self.args.valid)
+        return train
 
     # ---- loss and metrics -----------------------------------------------------------------
 
@@ -160,9 +173,9 @@ class NLVR2Task(Task):
 
     def compute_loss(self, model, batch):
         logits = self._logits(model, batch)
-        label = batch["label"]
-        loss = F.cross_entropy(logits.float(), label, ignore_index=IGNORE_LABEL)
-        hits = (logits.argmax(1) == label).sum()
+        target = batch["target"]
+        loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_LABEL)
+        hits = (logits.argmax(1) == target).sum()
         return loss, {"hits": hits}
 
     def train_score(self, stats, samples):

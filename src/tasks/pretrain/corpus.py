@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from lxrt.loading import convert_answer
+from tasks.common.readers import DataFormatError, read_json
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = 2
 TOKENIZE_CHUNK = 65536
@@ -67,21 +69,22 @@ def check_record(path, index: int, record) -> None:
                                        f"{len(sentf[source])} answer dicts (one per sentence)")
         for label in labels:
             if not isinstance(label, dict) or not all(
-                    isinstance(a, str) and isinstance(v, (int, float)) for a, v in label.items()):
+                    isinstance(a, str) and isinstance(v, (int, float)) and math.isfinite(v)
+                    and v >= 0 for a, v in label.items()):
                 _fail(path, index, record, f"key 'labelf.{source}': expected "
-                                           f"{{answer: score}} objects, got {label!r}")
+                                           f"{{answer: score}} objects with finite scores "
+                                           f">= 0, got {label!r}")
 
 
 def read_corpus_json(path) -> list[dict]:
     path = Path(path)
     try:
-        with open(path) as f:
-            data = json.load(f)
+        data = read_json(path)
+    except DataFormatError as err:
+        raise CorpusFormatError(str(err)) from None
     except FileNotFoundError:
         raise FileNotFoundError(f"pre-training corpus not found: {path} (LXMERT's "
                                 f"data/lxmert/<name>.json)") from None
-    except json.JSONDecodeError as err:
-        raise CorpusFormatError(f"{path}: not valid JSON: {err}") from None
     if not isinstance(data, list):
         raise CorpusFormatError(f"{path}: expected a list of image records")
     for i, record in enumerate(data):

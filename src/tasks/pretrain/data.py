@@ -16,15 +16,15 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from tasks.common.paths import DataRoot
-from tasks.common.qa_data import open_stores, split_list
-from tasks.pretrain import text as T
+from tasks.common.readers import check_feature_dim, open_stores, split_list
+from tasks.common.task_dataset import TaskDataset
+from tasks.pretrain import text
 from tasks.pretrain.corpus import Corpus, build_corpus, cache_key, cached, read_corpus_json
 from tasks.pretrain.stage import StageConfig
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 TINY_IMG_NUM = 500   # LXMERT's --tiny / --fast image counts per feature file
 FAST_IMG_NUM = 5000
@@ -123,11 +123,11 @@ GROUPS = ("captions", "questions")
 
 
 def phrase_table(data: CorpusData, sentences: np.ndarray, vocab: "Vocab",
-                 chunker: Optional[T.NounChunker] = None):
+                 chunker: Optional[text.NounChunker] = None):
     """Noun-chunk piece spans of `sentences` -> (offsets [S+1] over all corpus sentences,
     bounds [M, 2] int16 piece indices). Cached next to the corpus index."""
     corpus = data.corpus
-    chunker = chunker or T.NounChunker()
+    chunker = chunker or text.NounChunker()
     which = hashlib.sha1(np.ascontiguousarray(sentences, dtype=np.int64).tobytes()).hexdigest()[:8]
     path = data.cache_dir / f"phrases-{data.key}-{which}-{chunker.name.replace(':', '_')}.npz"
     if path.is_file():
@@ -144,8 +144,8 @@ def phrase_table(data: CorpusData, sentences: np.ndarray, vocab: "Vocab",
         words, starts = [], []
         for s in batch:
             ids, _ = corpus.pieces(int(s))
-            words.append(T.words_of(ids, vocab.continuation, vocab.id_to_token))
-            starts.append(list(T.word_starts(ids, vocab.continuation)) + [len(ids)])
+            words.append(text.words_of(ids, vocab.continuation, vocab.id_to_token))
+            starts.append(list(text.word_starts(ids, vocab.continuation)) + [len(ids)])
         spans_of = chunker(words)
         for s, spans in zip(batch, spans_of):
             counts[s] = len(spans)
@@ -178,11 +178,11 @@ class Vocab:
     @classmethod
     def of(cls, tokenizer) -> "Vocab":
         size = len(tokenizer.vocab)
-        return cls(size, tokenizer.vocab[T.MASK_TOKEN], tokenizer.cls_id, tokenizer.sep_id,
-                   tokenizer.ids_to_tokens, T.continuation_table(tokenizer.ids_to_tokens, size))
+        return cls(size, tokenizer.vocab[text.MASK_TOKEN], tokenizer.cls_id, tokenizer.sep_id,
+                   tokenizer.ids_to_tokens, text.continuation_table(tokenizer.ids_to_tokens, size))
 
 
-class PretrainDataset(Dataset):
+class PretrainDataset(TaskDataset):
     """One item per selected sentence (`sentences`, indices into `corpus`): its image and
     text with every pre-training label of `stage`. Items are dicts of tensors."""
 
@@ -257,34 +257,34 @@ class PretrainDataset(Dataset):
             a, b = int(offsets[s]), int(offsets[s + 1])
             if b > a:
                 lo, hi = (int(x) for x in bounds[rng.integers(a, b)])
-                ids, pos = ids[lo:hi], pos[lo:hi] - pos[lo] + T.FIRST_WORD_POSITION
+                ids, pos = ids[lo:hi], pos[lo:hi] - pos[lo] + text.FIRST_WORD_POSITION
         return np.asarray(ids, dtype=np.int64), np.asarray(pos, dtype=np.int64)
 
     def mask_text(self, ids, pos, rng):
         st, v = self.stage, self.vocab
         if not st.has("mlm"):
-            return ids, np.full(len(ids), T.IGNORE, dtype=np.int64)
+            return ids, np.full(len(ids), text.IGNORE, dtype=np.int64)
         if st.masking == "span":
-            return T.mask_spans(ids, self.vocab.continuation, rng, st.word_mask_rate, v.mask_id, v.size,
+            return text.mask_spans(ids, self.vocab.continuation, rng, st.word_mask_rate, v.mask_id, v.size,
                                 st.span_geometric_p, st.span_min, st.span_max)
-        return T.mask_pieces(ids, rng, st.word_mask_rate, v.mask_id, v.size)
+        return text.mask_pieces(ids, rng, st.word_mask_rate, v.mask_id, v.size)
 
     def pad(self, ids, pos, labels) -> dict:
         n, width = len(ids), self.max_len
         out = {"input_ids": np.zeros(width, np.int64), "token_position": np.zeros(width, np.int64),
                "input_mask": np.zeros(width, np.int64),
-               "masked_lm_labels": np.full(width, T.IGNORE, np.int64)}
+               "masked_lm_labels": np.full(width, text.IGNORE, np.int64)}
         out["input_ids"][: n + 2] = [self.vocab.cls_id, *ids, self.vocab.sep_id]
-        out["token_position"][: n + 2] = [T.SPECIAL_POSITION, *pos, T.SPECIAL_POSITION]
+        out["token_position"][: n + 2] = [text.SPECIAL_POSITION, *pos, text.SPECIAL_POSITION]
         out["input_mask"][: n + 2] = 1
         out["masked_lm_labels"][1: n + 1] = labels
         return out
 
     def topic_ids(self, ids, pos) -> np.ndarray:
         """Content piece ids of the (unmasked) text, padded with -1 to max_len."""
-        out = np.full(self.max_len, T.IGNORE, dtype=np.int64)
+        out = np.full(self.max_len, text.IGNORE, dtype=np.int64)
         if self.stage.has("topic"):
-            content = T.content_piece_ids(ids, self.vocab.continuation, self.vocab.id_to_token)
+            content = text.content_piece_ids(ids, self.vocab.continuation, self.vocab.id_to_token)
             out[: len(content)] = content
         return out
 
@@ -353,9 +353,9 @@ class PretrainDataset(Dataset):
         masked_ids, labels = self.mask_text(ids, pos, rng)
         item = self.pad(masked_ids, pos, labels)
         item.update(self.visual(image, rng))
-        ans = T.IGNORE
+        ans = text.IGNORE
         if st.has("qa") and matched and c.is_qa(s):
-            ans = T.sample_answer(*c.answers(s), rng)
+            ans = text.sample_answer(*c.answers(s), rng)
         item.update(index=index, text_sentence=text_s, topic_ids=topic, matched_label=matched,
                     ans=ans)
         return {k: torch.as_tensor(v) for k, v in item.items()}

@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 import sys
 
-from tasks.common.args import add, base_parser, finish
+from tasks.common.args import add_flag, base_parser, validate_args
+from tasks.common.runtime import setup_logging
 from tasks.common.trainer import run_task
 from tasks.pretrain.stage import StageConfig, StageConfigError, load_stage_config
 from tasks.pretrain.task import PretrainTask
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 
 def build_parser():
@@ -29,20 +30,23 @@ def build_parser():
     p.set_defaults(batch_size=None, lr=None, epochs=None, train=None, valid=None,
                    warmup=None, clip_norm=1.0)
     g = p.add_argument_group("pre-training")
-    add(g, "--stage", default=None,
-        help="stage config JSON (run/configs/msp/{token,phrase,sentence}.json); default: "
-             "LXMERT's recipe")
-    add(g, "--init", default=None,
-        help="start from these pre-training weights, heads included (P_LXRT.pth or a file); "
-             "the optimizer and schedule start fresh")
-    add(g, "--pretrainCache", dest="pretrain_cache", default=None,
-        help="where the flattened corpus index, noun chunks and nearest images are cached "
-             "(default: DATA/lxmert/pretrain_index)")
-    add(g, "--prepareOnly", dest="prepare_only", action="store_true",
-        help="build the caches (corpus index, noun chunks, nearest images) and exit; the "
-             "multi-GPU launchers run this once before starting the processes")
-    add(g, "--tasks", default=None,
-        help="comma-separated tasks overriding the stage's (mlm,obj,ifrs,itm,itm_hs,qa,topic)")
+    add_flag(g, "--stage", default=None,
+             help="stage config JSON (run/configs/msp/{token,phrase,sentence}.json); "
+                  "default: LXMERT's recipe")
+    add_flag(g, "--init", default=None,
+             help="start from these pre-training weights, heads included (P_LXRT.pth or a file); "
+                  "the optimizer and schedule start fresh")
+    add_flag(g, "--pretrainCache", dest="pretrain_cache", default=None,
+             help="where the flattened corpus index, noun chunks and nearest images are cached "
+                  "(default: DATA/lxmert/pretrain_index)")
+    add_flag(g, "--prepareOnly", dest="prepare_only", action="store_true",
+             help="build the caches (corpus index, noun chunks, nearest images) and exit; the "
+                  "multi-GPU launchers run this once before starting the processes")
+    add_flag(g, "--imageLimit", dest="image_limit", type=int, default=None,
+             help="read only the first N images of each feature file (as --tiny/--fast with "
+                  "a number of your choice)")
+    add_flag(g, "--tasks", default=None,
+             help="comma-separated tasks overriding the stage's (mlm,obj,ifrs,itm,itm_hs,qa,topic)")
     return p
 
 
@@ -66,7 +70,10 @@ def resolve_stage(args) -> StageConfig:
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     stage = resolve_stage(args)
-    args = finish(args)
+    args = validate_args(args)
+    if args.image_limit is not None and args.image_limit < 1:
+        raise SystemExit(f"--imageLimit {args.image_limit}: expected a positive number of "
+                         f"images")
     if args.init and args.load_lxmert:
         raise SystemExit("--init (all weights) and --loadLXMERT (encoder only) exclude each other")
     log.info("stage %s: %s", stage.name, stage.to_dict())
@@ -78,7 +85,6 @@ def main(argv=None) -> dict:
 
 def prepare(task: PretrainTask, args) -> dict:
     """Build every cache the run will read, in this one process."""
-    from tasks.common.trainer import setup_logging
     setup_logging(None, True)
     train = task.train_dataset() if args.train else None
     valid = task.valid_dataset() if args.valid else None

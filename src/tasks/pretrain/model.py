@@ -17,7 +17,7 @@ from lxrt.loading import (LoadReport, check_and_load, from_authors_layout, load_
                           to_authors_layout)
 from lxrt.modeling import LXRTPretraining
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 
 def build_pretraining_model(config: LXRTConfig, num_answers: int) -> LXRTPretraining:

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 CHUNK = 1024
 

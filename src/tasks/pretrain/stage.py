@@ -19,10 +19,11 @@ Tasks:
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
+
+from tasks.common.readers import DataFormatError, read_json
 
 TASKS = ("mlm", "obj", "ifrs", "itm", "itm_hs", "qa", "topic")
 LOSS_NAMES = ("mlm", "topic", "matched", "obj", "attr", "feat", "qa")  # LXRTPretraining order
@@ -132,11 +133,11 @@ def load_stage_config(path) -> StageConfig:
     """Read and validate a stage config JSON; unknown keys are errors naming the file."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
+        raw = read_json(path)
     except FileNotFoundError:
         raise StageConfigError(f"stage config not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise StageConfigError(f"{path}: not valid JSON: {err}") from None
+    except DataFormatError as err:
+        raise StageConfigError(str(err)) from None
     if not isinstance(raw, dict):
         raise StageConfigError(f"{path}: expected a JSON object of stage fields")
     known = {f.name for f in fields(StageConfig)}

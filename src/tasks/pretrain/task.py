@@ -1,12 +1,9 @@
-"""Pre-training on the shared trainer: loss weights per stage, per-task figures, validation
-loss, and checkpoints in the authors' layout (`EpochNN_LXRT.pth`, `BEST_EVAL_LOSS_LXRT.pth`,
-`LAST_LXRT.pth`)."""
+"""Pre-training on the shared trainer: loss weights per stage, per-task figures, the
+validation loss as the score (lower is better), and checkpoints in the authors' layout
+(`EpochNN_LXRT.pth`, `BEST_EVAL_LOSS_LXRT.pth`, `LAST_LXRT.pth`) written by the trainer."""
 from __future__ import annotations
 
-import json
 import logging
-import math
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -14,26 +11,28 @@ import torch.distributed as dist
 
 from lxrt.loading import read_pretraining_answers
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
-from tasks.common.checkpoints import atomic_torch_save, atomic_write_json
+from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config
 from tasks.common.paths import DataRoot
-from tasks.common.qa import MAX_SEQ_LENGTH, build_config
-from tasks.common.trainer import EvalResult, Task
-from tasks.pretrain import neighbors as N
+from tasks.common.readers import check_feature_dim
+from tasks.common.trainer import CheckpointFiles, EvalResult, Task
+from tasks.pretrain import neighbors
 from tasks.pretrain.data import (FAST_IMG_NUM, TINY_IMG_NUM, PretrainDataset, Vocab, load_corpus,
                                  phrase_table, select_sentences)
 from tasks.pretrain.model import (authors_state_dict, build_pretraining_model, load_encoder,
                                   load_full)
 from tasks.pretrain.stage import LOSS_NAMES, StageConfig
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 ACCURACIES = ("mlm", "itm", "obj", "qa")
 
 
-def build_labels(batch: dict, topic_width: int) -> tuple[dict, torch.Tensor]:
-    """The label dict of `LXRTPretraining.losses`, and which of its 7 losses this batch has
-    labels for. A cross-entropy with no labelled item is NaN (and so is its gradient, even
-    at weight 0), so such a loss gets one stand-in label and weight 0 for this batch."""
+def build_labels(batch: dict, topic_width: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The label dict of `LXRTPretraining.losses`, which of its 7 losses this batch has
+    labels for, and the text positions the MLM head scores (the labelled ones: the MLM labels
+    are given for those only). A cross-entropy with no labelled item is NaN (and so is its
+    gradient, even at weight 0), so such a loss gets one stand-in label and weight 0 for
+    this batch."""
     ids = batch["input_ids"]
     mlm = batch["masked_lm_labels"][:, : ids.shape[1]].clone()  # text may have been trimmed
     ans = batch["ans"].clone()
@@ -44,21 +43,23 @@ def build_labels(batch: dict, topic_width: int) -> tuple[dict, torch.Tensor]:
     multi_hot = torch.zeros(ids.shape[0], topic_width, device=ids.device)
     multi_hot.scatter_(1, topic_ids.clamp(min=0), (topic_ids >= 0).float())
     multi_hot[:, 0] = 0.0  # id 0 ([PAD]) is never a content piece; padding scattered there
-    labels = {"masked_lm_labels": mlm, "topic_multi_hot": multi_hot,
+    positions = mlm != -1
+    labels = {"masked_lm_labels": mlm[positions], "topic_multi_hot": multi_hot,
               "matched_label": batch["matched_label"], "obj": batch["obj"],
               "obj_conf": batch["obj_conf"], "attr": batch["attr"],
               "attr_conf": batch["attr_conf"], "feat": batch["feat"],
               "feat_mask": batch["feat_mask"], "ans": ans}
     one = torch.ones((), device=ids.device)
     present = torch.stack([has_mlm.float(), one, one, one, one, one, has_qa.float()])
-    return labels, present
+    return labels, present, positions
 
 
-def hits_and_counts(out, batch: dict) -> dict:
-    """Correct predictions and labelled items for the MLM, ITM, object and QA accuracies."""
+def hits_and_counts(out, batch: dict, mlm_positions: torch.Tensor) -> dict:
+    """Correct predictions and labelled items for the MLM, ITM, object and QA accuracies
+    (`out.mlm_scores` holds the rows of `mlm_positions` only)."""
     with torch.no_grad():
-        mlm = batch["masked_lm_labels"][:, : out.mlm_scores.shape[1]]
-        keep = mlm != -1
+        mlm = batch["masked_lm_labels"][:, : mlm_positions.shape[1]][mlm_positions]
+        keep = mlm != -1  # False at a stand-in label (a batch without MLM labels)
         region = batch["feat_mask"] > 0
         ans = batch["ans"]
         pairs = {
@@ -73,6 +74,10 @@ def hits_and_counts(out, batch: dict) -> dict:
 
 class PretrainTask(Task):
     name = "pretrain"
+    # the authors' file names and layout: --loadLXMERT OUTPUT/BEST_EVAL_LOSS fine-tunes from it
+    checkpoint_files = CheckpointFiles(best="BEST_EVAL_LOSS_LXRT.pth", last="LAST_LXRT.pth",
+                                       per_epoch="Epoch{epoch:02d}_LXRT.pth")
+    score_is_loss = True  # the validation loss selects BEST_EVAL_LOSS
 
     def __init__(self, args, stage: StageConfig):
         self.args, self.stage = args, stage
@@ -82,7 +87,6 @@ class PretrainTask(Task):
         self.vocab = Vocab.of(self.tokenizer)
         self.answers = read_pretraining_answers(self.root.all_answers())
         self.weights = torch.tensor(stage.weights())
-        self.best_valid_loss = math.inf
         self._valid: Optional[PretrainDataset] = None
         self._train: Optional[PretrainDataset] = None
 
@@ -100,7 +104,11 @@ class PretrainTask(Task):
 
     # ---- data ----------------------------------------------------------------------------
     def _topk(self) -> Optional[int]:
-        return TINY_IMG_NUM if self.args.tiny else FAST_IMG_NUM if self.args.fast else None
+        """Images read per feature file: --imageLimit N, --tiny, --fast, else all."""
+        args = self.args
+        if args.image_limit:
+            return args.image_limit
+        return TINY_IMG_NUM if args.tiny else FAST_IMG_NUM if args.fast else None
 
     def _dataset(self, names: str, topk: Optional[int], fixed_epoch=None) -> PretrainDataset:
         args, stage = self.args, self.stage
@@ -111,16 +119,18 @@ class PretrainTask(Task):
                            cache_dir=args.pretrain_cache, feature_cache=args.feature_cache,
                            fp16=args.fp16_features)
         sentences = select_sentences(data.corpus, stage.sentence_sources)
-        neighbors = phrases = None
+        check_feature_dim(data.stores, self.config.visual_feat_dim)
+        nearest = phrases = None
         if stage.has("itm_hs"):
             path = data.cache_dir / f"neighbors-{data.key}-k{stage.hard_negative_k}.npy"
-            neighbors = N.load_or_compute(path, data.corpus, data.stores, stage.hard_negative_k)
+            nearest = neighbors.load_or_compute(path, data.corpus, data.stores,
+                                                stage.hard_negative_k)
         if stage.text_unit == "phrase":
             phrases = phrase_table(data, sentences, self.vocab)
         if first and dist.is_available() and dist.is_initialized():
             dist.barrier()
         return PretrainDataset(data, stage, self.vocab, args.seed, sentences, MAX_SEQ_LENGTH,
-                               neighbors, phrases, fixed_epoch)
+                               nearest, phrases, fixed_epoch)
 
     def train_dataset(self):
         self._train = self._dataset(self.args.train, self._topk())
@@ -136,18 +146,18 @@ class PretrainTask(Task):
 
     # ---- loss ----------------------------------------------------------------------------
     def forward(self, model, batch: dict):
-        labels, present = build_labels(batch, self.config.topic_size)
+        labels, present, positions = build_labels(batch, self.config.topic_size)
         out = model(batch["input_ids"], batch["token_position"], batch["input_mask"],
-                    batch["feats"], batch["boxes"], labels=labels)
+                    batch["feats"], batch["boxes"], labels=labels, mlm_positions=positions)
         losses = out.losses[0].float()
         weights = self.weights.to(losses.device) * present
-        return out, losses, present, (losses * weights).sum()
+        return out, losses, present, positions, (losses * weights).sum()
 
     def compute_loss(self, model, batch):
-        out, losses, present, loss = self.forward(model, batch)
+        out, losses, present, positions, loss = self.forward(model, batch)
         stats = {f"loss_{n}": losses[k].detach() * present[k] for k, n in enumerate(LOSS_NAMES)}
         stats.update({f"batches_{n}": present[k] for k, n in enumerate(LOSS_NAMES)})
-        for name, (hits, count) in hits_and_counts(out, batch).items():
+        for name, (hits, count) in hits_and_counts(out, batch, positions).items():
             stats[f"hits_{name}"], stats[f"count_{name}"] = hits, count
         return loss, stats
 
@@ -179,9 +189,9 @@ class PretrainTask(Task):
             self._dataset(split, min(self.stage.valid_images, self._topk() or 10 ** 9), 0)
 
         def step(m, batch):
-            out, losses, present, loss = self.forward(m, batch)
+            out, losses, present, positions, loss = self.forward(m, batch)
             b = batch["input_ids"].shape[0]
-            counts = hits_and_counts(out, batch)
+            counts = hits_and_counts(out, batch, positions)
             row = torch.cat([torch.ones(1, device=loss.device), loss[None], losses * present,
                              present, torch.stack([v for pair in counts.values() for v in pair])])
             return {"batch": row[None].expand(b, -1) / b}  # summed over items: the row once
@@ -198,22 +208,8 @@ class PretrainTask(Task):
         metrics = {"loss": valid_loss, **self._summary(stats)}
         log.info("valid %s: loss %.4f %s", split, valid_loss,
                  " ".join(f"{a} {b:.4f}" for a, b in metrics.items() if a != "loss"))
-        return EvalResult(score=-valid_loss, metrics=metrics)
+        return EvalResult(score=valid_loss, metrics=metrics)
 
     # ---- checkpoints ---------------------------------------------------------------------
-    def on_epoch_end(self, trainer, model, epoch: int, result: Optional[EvalResult]) -> None:
-        if not trainer.is_main:
-            return
-        out = Path(trainer.output)
-        best_file = out / "BEST_EVAL_LOSS.json"
-        if math.isinf(self.best_valid_loss) and best_file.is_file():  # after --resume
-            self.best_valid_loss = json.loads(best_file.read_text())["valid_loss"]
-        state = authors_state_dict(model, self.config)
-        atomic_torch_save(state, out / f"Epoch{epoch:02d}_LXRT.pth")
-        atomic_torch_save(state, out / "LAST_LXRT.pth")
-        if result is not None and -result.score < self.best_valid_loss:
-            self.best_valid_loss = -result.score
-            atomic_torch_save(state, out / "BEST_EVAL_LOSS_LXRT.pth")
-            atomic_write_json(best_file, {"epoch": epoch, "valid_loss": self.best_valid_loss})
-            log.info("epoch %d: lowest validation loss so far (%.4f): BEST_EVAL_LOSS_LXRT.pth",
-                     epoch, self.best_valid_loss)
+    def checkpoint_state(self, model) -> dict:
+        return authors_state_dict(model, self.config)

@@ -19,7 +19,7 @@ import numpy as np
 from lxrt.tokenization import FIRST_WORD_TAG as FIRST_WORD_POSITION  # noqa: F401
 from lxrt.tokenization import SPECIAL_POSITION  # noqa: F401
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 IGNORE = -1
 MASK_TOKEN = "[MASK]"

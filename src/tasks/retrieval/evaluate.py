@@ -18,9 +18,16 @@ both score functions (prob = softmax(logits)[:, 1], logit = raw logits[:, 1]):
                of its captions is in the top K
   tr_first     text retrieval, the authors' protocol (sent_retrieval*.py): only the first
                caption of each image is a candidate; each image ranks those Ni captions
-Ranks are 0-based; R@K = 100*mean(rank < K), medr = floor(median+1), meanr = mean+1. The fast
-ranking counts strictly greater scores (ties in the query's favour); `rank_method="argsort"`
-is the authors' per-row np.argsort(-row) on float64 instead (same numbers without ties).
+Ranks are 0-based; R@K = 100*mean(rank < K), medr = floor(median+1), meanr = mean+1. The
+default ranking is conservative: a candidate tied with the positive counts against the query
+(`rank_method="optimistic"` counts only strictly greater scores, `"argsort"` is the authors'
+per-row np.argsort(-row) on float64; all three agree without ties). Every report counts the
+queries whose positive is tied (`tied_positives`), so a saturated score is visible.
+
+Scoring mode. The model is scored in eval mode (dropout off, deterministic). The authors'
+test loops never called model.eval(), so their published numbers were scored with dropout
+active; `authors_scoring` repeats the scoring in train mode with N seeds and reports the mean
+and spread of every metric, for a like-for-like comparison.
 
 Order. Matrix columns are the split's images in annotation (JSON) order and rows its captions
 image-major, exactly the authors' IR matrix; the authors' TR candidates (first captions, JSON
@@ -34,19 +41,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from tasks.common import distributed as D
+from tasks.common import distributed
 from tasks.common.batching import longest_first, text_lengths, trimmed_length
 from tasks.common.checkpoints import atomic_write_json
-from tasks.retrieval.dataset import TOKEN_KEYS, RetrievalSplit
-from tasks.retrieval.metrics import recall_metrics, retrieval_ranks, score_from_logits
+from tasks.common.readers import TEXT_KEYS
+from tasks.retrieval.data import RetrievalSplit
+from tasks.retrieval.metrics import (recall_metrics, retrieval_ranks, score_from_logits,
+                                     tied_positives)
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 SCORE_FUNCTIONS = ("prob", "logit")
 SCORE_LABELS = {"prob": "p(match) = softmax(logits)[:,1]", "logit": "raw logit[:,1]"}
@@ -60,6 +70,22 @@ PROTOCOL_LABELS = {
 DIRECTION_PROTOCOLS = {"image": ("ir",), "text": ("tr_standard",),
                        "both": ("ir", "tr_standard")}
 FINAL_FORMAT = "Final r1:%.3f, r5:%.3f, r10:%.3f, mder:%.3f, meanr:%.3f"
+
+
+@dataclass
+class EvalOptions:
+    """How one evaluation scores and ranks a split (the retrieval flags, resolved)."""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    pairs_per_forward: int = 256
+    score_function: str = "prob"           # selected score: "prob" or "logit"
+    direction: str = "both"                # protocols of the validation score
+    rank_method: str = "conservative"
+    precision: str = "fp32"                # the label written into the metrics
+    autocast: Optional[Callable] = None    # () -> context manager of that precision
+    dist: Optional[distributed.DistInfo] = None
+    progress: bool = False
+    authors_scoring: int = 0               # N > 0: N train-mode scorings, mean and spread
+    seed: int = 0                          # first seed of those scorings
 
 
 def default_pairs_per_forward(device: torch.device) -> int:
@@ -81,7 +107,7 @@ class DeviceSplit:
     def __init__(self, split: RetrievalSplit, device: torch.device):
         self.split = split
         self.device = device
-        self.tokens = {k: torch.from_numpy(split.tokens[k]).to(device) for k in TOKEN_KEYS}
+        self.tokens = {k: torch.from_numpy(split.tokens[k]).to(device) for k in TEXT_KEYS}
         feats, boxes = split.dense_features()
         self.feats = torch.from_numpy(feats).to(device)
         self.boxes = torch.from_numpy(boxes).to(device)
@@ -143,9 +169,12 @@ def _head_logits(model, input_ids, token_position, input_mask, feats, boxes, aut
 
 @torch.no_grad()
 def score_captions(model, data: DeviceSplit, captions: np.ndarray, pairs_per_forward: int,
-                   autocast: Optional[Callable] = None, progress: bool = False) -> torch.Tensor:
+                   autocast: Optional[Callable] = None, progress: bool = False,
+                   train_mode: bool = False) -> torch.Tensor:
     """Logits [len(captions), Ni, 2] (fp32, on the data's device) of the caption indices
-    `captions`, in that order, against every image; `pairs_per_forward` pairs per forward."""
+    `captions`, in that order, against every image; `pairs_per_forward` pairs per forward.
+    `train_mode`: dropout on, as the authors' test loops (every pair then gets its own dropout
+    draw, so the per-image visual input is not shared between pairs)."""
     if pairs_per_forward < 1:
         raise ValueError(f"pairs per forward must be positive, got {pairs_per_forward}")
     autocast = autocast or contextlib.nullcontext
@@ -154,13 +183,13 @@ def score_captions(model, data: DeviceSplit, captions: np.ndarray, pairs_per_for
     rows_to_caption = torch.from_numpy(captions).to(data.device)
     out = torch.empty(n_pairs, 2, dtype=torch.float32, device=data.device)
     was_training = model.training
-    model.eval()
+    model.train(train_mode)
     steps = range(0, n_pairs, pairs_per_forward)
     if progress:
         from tqdm import tqdm
         steps = tqdm(steps, desc="score pairs", leave=False, dynamic_ncols=True)
     try:
-        visual = _visual_inputs(model, data, autocast)
+        visual = None if train_mode else _visual_inputs(model, data, autocast)
         for s in steps:
             e = min(s + pairs_per_forward, n_pairs)
             p = torch.arange(s, e, device=data.device)
@@ -185,16 +214,17 @@ def score_captions(model, data: DeviceSplit, captions: np.ndarray, pairs_per_for
 
 @torch.no_grad()
 def score_logits(model, data: DeviceSplit, pairs_per_forward: int,
-                 autocast: Optional[Callable] = None, dist: Optional[D.DistInfo] = None,
-                 progress: bool = False) -> torch.Tensor:
+                 autocast: Optional[Callable] = None, dist: Optional[distributed.DistInfo] = None,
+                 progress: bool = False, train_mode: bool = False) -> torch.Tensor:
     """The full logit matrix [Nc, Ni, 2] (captions in split order) on `data.device`. Captions
     are scored longest first; with `dist` each rank scores its share and all ranks get the
     whole matrix."""
     rank, world = (dist.rank, dist.world_size) if dist is not None and dist.enabled else (0, 1)
     captions = scoring_order(data.lengths, rank, world)
-    local = score_captions(model, data, captions, pairs_per_forward, autocast, progress)
+    local = score_captions(model, data, captions, pairs_per_forward, autocast, progress,
+                           train_mode)
     if world > 1:
-        parts = D.gather_objects(dist, (captions, local.cpu()))
+        parts = distributed.gather_objects(dist, (captions, local.cpu()))
         captions = np.concatenate([c for c, _ in parts])
         local = torch.cat([x for _, x in parts]).to(data.device)
     full = torch.empty_like(local)
@@ -203,14 +233,15 @@ def score_logits(model, data: DeviceSplit, pairs_per_forward: int,
 
 
 def retrieval_report(logits: torch.Tensor, split: RetrievalSplit, score_function: str = "prob",
-                     rank_method: str = "fast") -> dict:
+                     rank_method: str = "conservative") -> dict:
     """Ranks and metrics of the three protocols for both score functions, from one logit
     matrix. Returns {"metrics": {fn: {protocol: {...}}}, "ranks": {fn: {protocol: ndarray}},
-    "scores": selected score matrix (tensor)}."""
+    "ties": {fn: {protocol: queries whose positive is tied}}, "scores": selected score matrix
+    (tensor)}."""
     if score_function not in SCORE_FUNCTIONS:
         raise ValueError(f"unknown score function {score_function!r}")
     c2i = torch.as_tensor(split.caption_to_image, device=logits.device)
-    metrics, ranks, selected = {}, {}, None
+    metrics, ranks, ties, selected = {}, {}, {}, None
     for fn in SCORE_FUNCTIONS:
         scores = score_from_logits(logits, fn)
         if fn == score_function:
@@ -219,7 +250,8 @@ def retrieval_report(logits: torch.Tensor, split: RetrievalSplit, score_function
         r = {k: (v.cpu().numpy() if torch.is_tensor(v) else np.asarray(v)) for k, v in r.items()}
         ranks[fn] = r
         metrics[fn] = {k: recall_metrics(v) for k, v in r.items()}
-    return {"metrics": metrics, "ranks": ranks, "scores": selected}
+        ties[fn] = tied_positives(scores, c2i)
+    return {"metrics": metrics, "ranks": ranks, "ties": ties, "scores": selected}
 
 
 def mean_recall(metrics: dict, protocols) -> float:
@@ -228,12 +260,12 @@ def mean_recall(metrics: dict, protocols) -> float:
     return float(sum(vals) / (100.0 * len(vals)))
 
 
-def summary_metrics(report: dict, split: RetrievalSplit, score_function: str, direction: str,
-                    rank_method: str, seconds: float, pairs_per_forward: int,
-                    precision: str) -> dict:
+def summary_metrics(report: dict, split: RetrievalSplit, options: EvalOptions,
+                    seconds: float) -> dict:
     """The JSON-able metrics of one evaluation, each number labelled with protocol and score
     function."""
     m = report["metrics"]
+    score_function, direction = options.score_function, options.direction
     primary = {p: m[score_function][p] for p in PROTOCOLS}
     pairs = split.num_images * split.num_captions
     return {
@@ -241,15 +273,65 @@ def summary_metrics(report: dict, split: RetrievalSplit, score_function: str, di
         "num_captions": split.num_captions, "pairs": pairs,
         "direction": direction, "score_function": score_function,
         "score_function_label": SCORE_LABELS[score_function],
-        "rank_method": rank_method,
+        "rank_method": options.rank_method,
+        "tied_positives": report["ties"],
         "mean_recall": mean_recall(m[score_function], DIRECTION_PROTOCOLS[direction]) * 100,
         "mean_recall_protocols": list(DIRECTION_PROTOCOLS[direction]),
         "primary": primary,
         "all": {fn: m[fn] for fn in SCORE_FUNCTIONS},
         "protocols": PROTOCOL_LABELS, "score_functions": SCORE_LABELS,
         "seconds": seconds, "pairs_per_s": pairs / max(seconds, 1e-9),
-        "pairs_per_forward": pairs_per_forward, "precision": precision,
+        "pairs_per_forward": options.pairs_per_forward, "precision": options.precision,
+        "scoring_mode": "eval (dropout off)",
     }
+
+
+def metric_spread(reports: list) -> dict:
+    """{fn: {protocol: {metric: {mean, std, min, max, runs}}}} over several reports' metrics;
+    std is the sample standard deviation (0 for one run)."""
+    out: dict = {}
+    for fn, by_protocol in reports[0]["metrics"].items():
+        out[fn] = {}
+        for p, values in by_protocol.items():
+            out[fn][p] = {}
+            for key in values:
+                runs = np.array([r["metrics"][fn][p][key] for r in reports], dtype=np.float64)
+                out[fn][p][key] = {
+                    "mean": float(runs.mean()),
+                    "std": float(runs.std(ddof=1)) if len(runs) > 1 else 0.0,
+                    "min": float(runs.min()), "max": float(runs.max()),
+                    "runs": runs.tolist()}
+    return out
+
+
+def mean_report(reports: list) -> dict:
+    """One report whose metrics are the means over `reports` (the metric spread under
+    "spread"); ranks, ties and scores are the first run's, the ties of every run are listed."""
+    spread = metric_spread(reports)
+    first = reports[0]
+    metrics = {fn: {p: {k: v["mean"] for k, v in by_p.items()} for p, by_p in by_fn.items()}
+               for fn, by_fn in spread.items()}
+    ties = {fn: {p: [r["ties"][fn][p] for r in reports] for p in by_fn}
+            for fn, by_fn in first["ties"].items()}
+    return {"metrics": metrics, "ranks": first["ranks"], "scores": first["scores"],
+            "ties": first["ties"], "spread": spread, "ties_per_run": ties}
+
+
+def authors_scoring_runs(model, data: DeviceSplit, options: EvalOptions):
+    """Score `data` `options.authors_scoring` times in train mode (dropout on, as the authors'
+    test loops), run i with torch seed `options.seed + i`; the global RNG state is restored
+    afterwards. Returns (the first run's logits, one report per run)."""
+    devices = [data.device] if data.device.type == "cuda" else []
+    first, reports = None, []
+    for run in range(options.authors_scoring):
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(options.seed + run)
+            logits = score_logits(model, data, options.pairs_per_forward, options.autocast,
+                                  options.dist, options.progress, train_mode=True)
+        reports.append(retrieval_report(logits, data.split, options.score_function,
+                                        options.rank_method))
+        first = logits if first is None else first
+    return first, reports
 
 
 def eval_log_lines(metrics: dict) -> list[str]:
@@ -258,14 +340,28 @@ def eval_log_lines(metrics: dict) -> list[str]:
     fns = [metrics["score_function"]] + [f for f in SCORE_FUNCTIONS
                                          if f != metrics["score_function"]]
     lines = [f"# split {metrics['split']}: {metrics['num_captions']} captions x "
-             f"{metrics['num_images']} images, ranking {metrics['rank_method']}"]
+             f"{metrics['num_images']} images, ranking {metrics['rank_method']}, scoring "
+             f"{metrics['scoring_mode']}"]
+    authors = metrics.get("authors_scoring")
     for fn in fns:
         for p in PROTOCOLS:
             r = metrics["all"][fn][p]
             tag = "selected" if fn == metrics["score_function"] else "also"
             lines.append(f"# {p} | score {fn} ({SCORE_LABELS[fn]}, {tag}) | {PROTOCOL_LABELS[p]}")
             lines.append(FINAL_FORMAT % (r["r1"], r["r5"], r["r10"], r["medr"], r["meanr"]))
+            if authors:
+                lines.append(spread_line(authors["spread"][fn][p]))
+        lines.append(f"# tied positives, score {fn}: " + ", ".join(
+            f"{p} {n}" for p, n in metrics["tied_positives"][fn].items()))
     return lines
+
+
+def spread_line(spread: dict) -> str:
+    """`# over N runs: R@1 mean ± std [min, max], ...` for one protocol."""
+    runs = len(spread["r1"]["runs"])
+    return f"# over {runs} runs (mean ± std [min, max]): " + ", ".join(
+        f"R@{k[1:]} {v['mean']:.3f} ± {v['std']:.3f} [{v['min']:.3f}, {v['max']:.3f}]"
+        for k, v in spread.items() if k in ("r1", "r5", "r10"))
 
 
 def write_outputs(output: Path, split: RetrievalSplit, logits: torch.Tensor, report: dict,
@@ -296,20 +392,32 @@ def write_outputs(output: Path, split: RetrievalSplit, logits: torch.Tensor, rep
     return paths
 
 
-def evaluate_split(model, split: RetrievalSplit, device: torch.device, dist: D.DistInfo,
-                   pairs_per_forward: int, autocast: Optional[Callable], score_function: str,
-                   direction: str, rank_method: str = "fast", precision: str = "fp32",
-                   progress: bool = False, data: Optional[DeviceSplit] = None):
-    """Score `split` and rank it: (metrics dict, report, logits)."""
+def evaluate_split(model, split: RetrievalSplit, options: EvalOptions,
+                   data: Optional[DeviceSplit] = None):
+    """Score `split` and rank it: (metrics dict, report, logits). `options.authors_scoring`
+    N > 0: N scorings in train mode (seeds seed..seed+N-1); the metrics are their means, with
+    the spread under "authors_scoring", and the logits and ranks are the first run's. `data`:
+    the split already on the device (built from `split` when None)."""
     t0 = time.time()
-    data = data or DeviceSplit(split, device)
-    logits = score_logits(model, data, pairs_per_forward, autocast, dist, progress)
-    report = retrieval_report(logits, split, score_function, rank_method)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.time() - t0
-    metrics = summary_metrics(report, split, score_function, direction, rank_method, seconds,
-                              pairs_per_forward, precision)
+    data = data or DeviceSplit(split, options.device)
+    runs = options.authors_scoring
+    if runs > 0:
+        logits, reports = authors_scoring_runs(model, data, options)
+        report = mean_report(reports)
+    else:
+        logits = score_logits(model, data, options.pairs_per_forward, options.autocast,
+                              options.dist, options.progress)
+        report = retrieval_report(logits, split, options.score_function, options.rank_method)
+    if options.device.type == "cuda":
+        torch.cuda.synchronize(options.device)
+    metrics = summary_metrics(report, split, options, time.time() - t0)
+    if runs > 0:
+        metrics["scoring_mode"] = (f"train (dropout on, the authors' protocol), mean of "
+                                   f"{runs} runs")
+        metrics["authors_scoring"] = {"runs": runs,
+                                      "seeds": [options.seed + i for i in range(runs)],
+                                      "spread": report["spread"],
+                                      "tied_positives": report["ties_per_run"]}
     return metrics, report, logits
 
 
@@ -321,5 +429,9 @@ def format_metrics(metrics: dict) -> str:
         r = metrics["primary"][p]
         parts.append(f"{p}: R@1 {r['r1']:.2f} R@5 {r['r5']:.2f} R@10 {r['r10']:.2f} "
                      f"medr {r['medr']:.0f} meanr {r['meanr']:.2f}")
+    ties = metrics["tied_positives"][fn]
+    parts.append("tied positives " + " ".join(f"{p} {n}" for p, n in ties.items()))
+    if "authors_scoring" in metrics:
+        parts.append(f"mean of {metrics['authors_scoring']['runs']} train-mode scorings")
     return "; ".join(parts)
 

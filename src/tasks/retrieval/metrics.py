@@ -1,4 +1,4 @@
-"""Retrieval ranks and metrics (reference spec §0 items 13-14, §4).
+"""Retrieval ranks and metrics.
 
 Everything starts from ONE score matrix ``scores [num_captions, num_images]`` (higher = better
 match) and ``caption_to_image [num_captions]`` (index of each caption's ground-truth image).
@@ -15,12 +15,16 @@ Three protocols are derived from it:
 Ranking rule. The authors rank with ``np.argsort(-score)`` (numpy's default, unstable sort), so
 the order of tied scores is implementation-defined (may depend on numpy version / CPU SIMD).
 
-- The fast, on-device path (``method="fast"``, default) defines the rank as the **number of
-  candidates with a strictly greater score** than the GT. Ties with the GT are therefore counted
-  in the query's favour (optimistic): a GT tied with k others gets the best rank among them.
-  For the standard TR protocol, this is computed against the best-scoring GT caption, which is
-  the same as the minimum over its captions. NaN scores never count as greater.
-  Without ties it equals the argsort rank exactly.
+- The conservative on-device path (``method="conservative"``, the default) defines the rank
+  as the **number of other (non-positive) candidates scoring at least as high** as the GT: a
+  tie counts against the query, so saturated scores (p(match) = 1.0 for many images) cannot
+  inflate R@1. For the standard TR protocol it is counted against the best-scoring GT caption;
+  the image's other captions are never counted.
+- The optimistic path (``method="optimistic"``, also spelled ``"fast"``) counts only
+  **strictly greater** scores: a GT tied with k others gets the best rank among them. NaN
+  scores never count as greater.
+  Without ties both equal the argsort rank exactly; ``tied_positives`` counts the queries
+  where they differ (the positive ties with at least one other candidate).
 - The faithful path (``method="argsort"``, ``argsort_ranks_numpy``) does exactly what the
   authors' code does: the scores are copied into a float64 numpy array (the authors'
   ``np.zeros((N, M))`` score matrix), and per query row ``np.argsort(-row)`` is taken and the
@@ -48,6 +52,8 @@ __all__ = [
     "text_retrieval_ranks_first_caption",
     "first_caption_index",
     "ranks_strict_greater",
+    "ranks_at_least",
+    "tied_positives",
     "argsort_ranks_numpy",
     "recall_metrics",
     "retrieval_ranks",
@@ -55,6 +61,9 @@ __all__ = [
 ]
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
+
+FAST_METHODS = ("conservative", "optimistic", "fast")  # "fast": the old name of optimistic
+METHODS = FAST_METHODS + ("argsort",)
 
 # Comparisons materialise a [chunk, num_cols] bool tensor; bound it to ~16M elements.
 _DEFAULT_CHUNK_ELEMS = 1 << 24
@@ -123,12 +132,46 @@ def first_caption_index(caption_to_image: ArrayLike, num_images: int) -> torch.T
 
 
 # ----------------------------------------------------------------------------- fast ranks
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
+
+
+def _beaten(block: torch.Tensor, gt_score: torch.Tensor, conservative: bool) -> torch.Tensor:
+    """Bool mask of the candidates that outrank the positive: >= when ties count against the
+    query (the caller removes the positive itself), > otherwise."""
+    return block >= gt_score if conservative else block > gt_score
+
+
+def _checked_inputs(scores: ArrayLike, caption_to_image: ArrayLike, method: str,
+                    need_every_image: bool):
+    """(scores as a float tensor [captions, images], caption -> image index tensor), after
+    checking the rank method and the caption-to-image map."""
+    _check_method(method)
+    scores = _as_scores(scores)
+    c2i = _as_index(caption_to_image, scores.device)
+    _check_caption_to_image(c2i, scores.shape[0], scores.shape[1], need_every_image)
+    return scores, c2i
+
 @torch.no_grad()
 def ranks_strict_greater(scores: ArrayLike, gt_index: ArrayLike,
                          chunk_size: Optional[int] = None) -> torch.Tensor:
     """Row-wise ranks: for each query row ``q``, the number of candidates ``c`` with
     ``scores[q, c] > scores[q, gt_index[q]]`` (0-based rank, ties optimistic).
     Rows are processed in chunks; returns int64 on ``scores.device``."""
+    return _row_ranks(scores, gt_index, chunk_size, conservative=False)
+
+
+@torch.no_grad()
+def ranks_at_least(scores: ArrayLike, gt_index: ArrayLike,
+                   chunk_size: Optional[int] = None) -> torch.Tensor:
+    """Row-wise conservative ranks: the number of candidates other than the GT with
+    ``scores[q, c] >= scores[q, gt_index[q]]`` (a tie counts against the query)."""
+    return _row_ranks(scores, gt_index, chunk_size, conservative=True)
+
+
+def _row_ranks(scores: ArrayLike, gt_index: ArrayLike, chunk_size: Optional[int],
+               conservative: bool) -> torch.Tensor:
     scores = _as_scores(scores)
     gt = _as_index(gt_index, scores.device)
     q, c = scores.shape
@@ -141,75 +184,72 @@ def ranks_strict_greater(scores: ArrayLike, gt_index: ArrayLike,
     for s in range(0, q, step):
         block = scores[s:s + step]
         gt_score = block.gather(1, gt[s:s + step, None])
-        out[s:s + step] = (block > gt_score).sum(dim=1)
+        out[s:s + step] = _beaten(block, gt_score, conservative).sum(dim=1) - int(conservative)
     return out
 
 
 @torch.no_grad()
-def image_retrieval_ranks(scores: ArrayLike, caption_to_image: ArrayLike, method: str = "fast",
+def image_retrieval_ranks(scores: ArrayLike, caption_to_image: ArrayLike,
+                          method: str = "conservative",
                           chunk_size: Optional[int] = None):
     """IR: each caption (row) ranks all images; 0-based rank of its GT image ``[num_captions]``.
-    ``method="fast"``: torch int64 on the scores' device; ``"argsort"``: numpy int64."""
-    scores = _as_scores(scores)
-    c2i = _as_index(caption_to_image, scores.device)
-    _check_caption_to_image(c2i, scores.shape[0], scores.shape[1], need_every_image=False)
-    if method == "fast":
-        return ranks_strict_greater(scores, c2i, chunk_size)
+    ``method="conservative"``/``"optimistic"``: torch int64 on the scores' device;
+    ``"argsort"``: numpy int64."""
+    scores, c2i = _checked_inputs(scores, caption_to_image, method, need_every_image=False)
     if method == "argsort":
         return argsort_ranks_numpy(scores, c2i)
-    raise ValueError(f"unknown method {method!r}")
+    return _row_ranks(scores, c2i, chunk_size, conservative=method == "conservative")
 
 
 @torch.no_grad()
 def text_retrieval_ranks_standard(scores: ArrayLike, caption_to_image: ArrayLike,
-                                  method: str = "fast", chunk_size: Optional[int] = None):
+                                  method: str = "conservative",
+                                  chunk_size: Optional[int] = None):
     """Standard TR: each image ranks all captions; rank = best rank among its own captions
     ``[num_images]``. Every image needs at least one caption."""
-    scores = _as_scores(scores)
+    scores, c2i = _checked_inputs(scores, caption_to_image, method, need_every_image=True)
     n_cap, n_img = scores.shape
-    c2i = _as_index(caption_to_image, scores.device)
-    _check_caption_to_image(c2i, n_cap, n_img, need_every_image=True)
     if method == "argsort":
         s = _to_numpy_f64(scores).T  # [num_images, num_captions]
         c2i_np = c2i.cpu().numpy()
         positives = c2i_np[None, :] == np.arange(n_img)[:, None]
         return argsort_ranks_numpy(s, positives)
-    if method != "fast":
-        raise ValueError(f"unknown method {method!r}")
     own = scores.gather(1, c2i[:, None]).squeeze(1)  # score of each caption with its own image
     best = torch.full((n_img,), float("-inf"), dtype=scores.dtype, device=scores.device)
     best = best.scatter_reduce(0, c2i, own, reduce="amax", include_self=True)
     counts = torch.zeros(n_img, dtype=torch.long, device=scores.device)
+    images = torch.arange(n_img, device=scores.device)
     step = _chunk_rows(n_img, chunk_size)
     for s in range(0, n_cap, step):
-        counts += (scores[s:s + step] > best[None, :]).sum(dim=0)
+        beaten = _beaten(scores[s:s + step], best[None, :], method == "conservative")
+        # the image's own captions never count against it (none can beat its best one)
+        beaten &= c2i[s:s + step, None] != images[None, :]
+        counts += beaten.sum(dim=0)
     return counts
 
 
 @torch.no_grad()
 def text_retrieval_ranks_first_caption(scores: ArrayLike, caption_to_image: ArrayLike,
-                                       method: str = "fast", chunk_size: Optional[int] = None):
+                                       method: str = "conservative",
+                                       chunk_size: Optional[int] = None):
     """The authors' TR: candidates are the first caption of each image only; each image
     (query) ranks those ``num_images`` candidates; rank of its own first caption
     ``[num_images]``. Every image needs at least one caption."""
-    scores = _as_scores(scores)
+    scores, c2i = _checked_inputs(scores, caption_to_image, method, need_every_image=True)
     n_cap, n_img = scores.shape
-    c2i = _as_index(caption_to_image, scores.device)
-    _check_caption_to_image(c2i, n_cap, n_img, need_every_image=True)
     first = first_caption_index(c2i, n_img)  # [n_img], candidate k = caption first[k]
     if method == "argsort":
         sub = _to_numpy_f64(scores.index_select(0, first)).T  # [query image j, candidate k]
         return argsort_ranks_numpy(sub, np.arange(n_img))
-    if method != "fast":
-        raise ValueError(f"unknown method {method!r}")
     img = torch.arange(n_img, device=scores.device)
     gt_score = scores[first, img]  # image j with its own first caption
     counts = torch.zeros(n_img, dtype=torch.long, device=scores.device)
     step = _chunk_rows(n_img, chunk_size)
     for s in range(0, n_img, step):
         block = scores.index_select(0, first[s:s + step])  # candidates k in [s, s+step)
-        counts += (block > gt_score[None, :]).sum(dim=0)
-    return counts
+        counts += _beaten(block, gt_score[None, :], method == "conservative").sum(dim=0)
+    # conservative: the own first caption (always >= itself) is not a competitor
+    return counts - int(method == "conservative")
 
 
 # ----------------------------------------------------------------------------- faithful ranks
@@ -276,7 +316,7 @@ def recall_metrics(ranks: ArrayLike) -> Dict[str, float]:
     }
 
 
-def retrieval_ranks(scores: ArrayLike, caption_to_image: ArrayLike, method: str = "fast",
+def retrieval_ranks(scores: ArrayLike, caption_to_image: ArrayLike, method: str = "conservative",
                     chunk_size: Optional[int] = None) -> Dict[str, ArrayLike]:
     """All three protocols from one score matrix: keys ``ir``, ``tr_standard``, ``tr_first``."""
     return {
@@ -286,8 +326,18 @@ def retrieval_ranks(scores: ArrayLike, caption_to_image: ArrayLike, method: str 
     }
 
 
-def retrieval_metrics(scores: ArrayLike, caption_to_image: ArrayLike, method: str = "fast",
+def retrieval_metrics(scores: ArrayLike, caption_to_image: ArrayLike, method: str = "conservative",
                       chunk_size: Optional[int] = None) -> Dict[str, Dict[str, float]]:
     """``recall_metrics`` for each protocol of ``retrieval_ranks``."""
     ranks = retrieval_ranks(scores, caption_to_image, method, chunk_size)
     return {k: recall_metrics(v) for k, v in ranks.items()}
+
+
+def tied_positives(scores: ArrayLike, caption_to_image: ArrayLike,
+                   chunk_size: Optional[int] = None) -> Dict[str, int]:
+    """Per protocol, how many queries have their positive tied with at least one other
+    candidate: there the conservative and optimistic ranks differ (and argsort's is
+    implementation-defined)."""
+    low = retrieval_ranks(scores, caption_to_image, "conservative", chunk_size)
+    high = retrieval_ranks(scores, caption_to_image, "optimistic", chunk_size)
+    return {k: int((low[k] != high[k]).sum()) for k in low}

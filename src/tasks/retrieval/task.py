@@ -1,4 +1,4 @@
-"""Flickr30k image/text retrieval on the shared training loop (spec §3.4-3.5, §4).
+"""Flickr30k image/text retrieval on the shared training loop.
 
 Model: `RetrievalModel` (LXMERT-S encoder + `seq_relationship_new`, raw logits).
 Weights: --loadLXMERTQA P copies the encoder and the pre-trained ITM head
@@ -12,6 +12,7 @@ text: standard TR; both: IR and standard TR) under --scoreFunction.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -20,18 +21,19 @@ import torch.nn.functional as F
 
 from lxrt.loading import load_itm_head
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
+from tasks.common.args import subset_flags, warn_if_loaded_whole
+from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config, load_task_weights
 from tasks.common.paths import DataRoot
 from tasks.common.precision import autocast as make_autocast
-from tasks.common.qa import MAX_SEQ_LENGTH, build_config, load_task_weights
 from tasks.common.trainer import EvalResult, Task
-from tasks.retrieval.dataset import (PAIRS_PER_CAPTION, RetrievalTrainDataset, SplitLoader,
-                                     check_split_disjoint)
-from tasks.retrieval.evaluate import (DIRECTION_PROTOCOLS, DeviceSplit, default_pairs_per_forward,
-                                      eval_log_lines, evaluate_split, format_metrics,
+from tasks.retrieval.data import (PAIRS_PER_CAPTION, RetrievalTrainDataset, SplitLoader,
+                                  check_split_disjoint)
+from tasks.retrieval.evaluate import (DIRECTION_PROTOCOLS, DeviceSplit, EvalOptions,
+                                      default_pairs_per_forward, eval_log_lines, evaluate_split, format_metrics,
                                       mean_recall, write_outputs)
 from tasks.retrieval.model import RetrievalModel
 
-log = logging.getLogger("lxrt")
+log = logging.getLogger(__name__)
 
 
 def pair_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -50,11 +52,27 @@ class RetrievalTask(Task):
         self.root = DataRoot(args.data_root)
         self.config = build_config(args)
         self.tokenizer = LXRTTokenizer(find_vocab_file(self.root.root), MAX_SEQ_LENGTH)
-        hold_out = bool(args.train) and args.valid == "minival"
-        self.splits = SplitLoader(self.root, self.tokenizer, valid_images=args.valid_images,
-                                  tiny=args.tiny, fast=args.fast, cache_dir=args.feature_cache,
-                                  fp16=args.fp16_features, hold_out_minival=hold_out)
+        self.splits = self._split_loader(args.tiny, args.fast)
+        self._whole_splits = None  # the --test split's loader when --tiny/--fast cut the others
         self._device_splits: dict = {}
+
+    def _split_loader(self, tiny: bool, fast: bool) -> SplitLoader:
+        args = self.args
+        hold_out = bool(args.train) and args.valid == "minival"
+        return SplitLoader(self.root, self.tokenizer, valid_images=args.valid_images,
+                           tiny=tiny, fast=fast, cache_dir=args.feature_cache,
+                           fp16=args.fp16_features, hold_out_minival=hold_out,
+                           feat_dim=self.config.visual_feat_dim)
+
+    def split(self, name: str):
+        """The split `name`; the --test split is loaded whole even under --tiny/--fast."""
+        tiny, fast = subset_flags(self.args, name)
+        if (tiny, fast) == (self.args.tiny, self.args.fast):
+            return self.splits.split(name)
+        if self._whole_splits is None:
+            warn_if_loaded_whole(self.args, name, tiny, fast)
+            self._whole_splits = self._split_loader(tiny, fast)
+        return self._whole_splits.split(name)
 
     # ---- model and weights ----------------------------------------------------------------
 
@@ -107,22 +125,32 @@ class RetrievalTask(Task):
     def pairs_per_forward(self, device) -> int:
         return self.args.pairs_per_forward or default_pairs_per_forward(device)
 
-    def _autocast(self, trainer):
+    def eval_options(self, trainer, split: str) -> EvalOptions:
+        """The flags of one evaluation of `split`; --evalPrecision overrides the run's."""
         precision = self.args.eval_precision or trainer.precision
-        return precision, (lambda: make_autocast(trainer.device, precision))
+        return EvalOptions(
+            device=trainer.device, pairs_per_forward=self.pairs_per_forward(trainer.device),
+            score_function=self.args.score_function, direction=self.args.direction,
+            rank_method=self.args.rank_method, precision=precision,
+            autocast=functools.partial(make_autocast, trainer.device, precision),
+            dist=trainer.dist, progress=trainer.is_main and trainer.use_tqdm,
+            authors_scoring=self.authors_scoring_runs(split), seed=self.args.seed)
+
+    def authors_scoring_runs(self, split: str) -> int:
+        """--authorsScoring applies to the --test split; validation stays in eval mode, so
+        model selection is deterministic."""
+        runs = getattr(self.args, "authors_scoring", 0) or 0
+        return runs if split == self.args.test else 0
 
     def evaluate(self, trainer, model, split: str) -> EvalResult:
         args = self.args
-        data_split = self.splits.split(split)
+        data_split = self.split(split)
         key = (split, str(trainer.device))
         if key not in self._device_splits:
             self._device_splits[key] = DeviceSplit(data_split, trainer.device)
-        precision, autocast = self._autocast(trainer)
-        ppf = self.pairs_per_forward(trainer.device)
-        metrics, report, logits = evaluate_split(
-            model, data_split, trainer.device, trainer.dist, ppf, autocast,
-            args.score_function, args.direction, args.rank_method, precision,
-            progress=trainer.is_main and trainer.use_tqdm, data=self._device_splits[key])
+        metrics, report, logits = evaluate_split(model, data_split,
+                                                 self.eval_options(trainer, split),
+                                                 data=self._device_splits[key])
         if split != args.test:  # validation: keep nothing big around
             del self._device_splits[key]
         score = mean_recall(report["metrics"][args.score_function],

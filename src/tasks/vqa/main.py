@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from tasks.common.args import base_parser, finish
-from tasks.common.qa import EASYVQA_SPEC, VQA_SPEC, QATask
+from tasks.common.args import base_parser, validate_args
+from tasks.qa.task import EASYVQA_SPEC, VQA_SPEC, QATask
 from tasks.common.trainer import run_task
 
 
@@ -21,7 +21,7 @@ def build_parser():
 
 
 def main(argv=None) -> dict:
-    args = finish(build_parser().parse_args(argv))
+    args = validate_args(build_parser().parse_args(argv))
     spec = EASYVQA_SPEC if args.task == "easyvqa" else VQA_SPEC
     return run_task(args, QATask(args, spec), argv)
 

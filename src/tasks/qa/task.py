@@ -14,18 +14,17 @@ from typing import Callable, Optional
 
 import torch.nn.functional as F
 
-from lxrt.config import LXRTConfig
-from lxrt.loading import load_finetuned, load_lxmert_qa, load_pretrained_encoder
-from lxrt.modeling import init_bert_weights
+from lxrt.loading import load_lxmert_qa
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
+from tasks.common.args import subset_flags, warn_if_loaded_whole
 from tasks.common.checkpoints import atomic_write_text
+from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config, load_task_weights
 from tasks.common.paths import DataRoot
-from tasks.common.qa_data import AnswerTable, load_qa_dataset
-from tasks.common.qa_model import QAModel
 from tasks.common.trainer import EvalResult, Task
+from tasks.qa.data import AnswerTable, load_qa_dataset
+from tasks.qa.model import QAModel
 
-log = logging.getLogger("lxrt")
-MAX_SEQ_LENGTH = 20  # every task cuts text at 20 tokens (spec §2.2)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,34 +47,6 @@ VQA_SPEC = QASpec("vqa", vqa_entry, lambda q: isinstance(q, int), {})
 EASYVQA_SPEC = QASpec("easyvqa", vqa_entry, lambda q: isinstance(q, int), {})
 # The authors' README says `--test test` for GQA, which their code ignores; it means `submit`.
 GQA_SPEC = QASpec("gqa", gqa_entry, lambda q: isinstance(q, str), {"test": "submit"})
-
-
-def build_config(args) -> LXRTConfig:
-    overrides = dict(l_layers=args.llayers, x_layers=args.xlayers, r_layers=args.rlayers)
-    if args.model_config:
-        return LXRTConfig.from_json_file(args.model_config, **overrides)
-    return LXRTConfig(**overrides)
-
-
-def load_task_weights(args, model, config: LXRTConfig, load_head=None) -> None:
-    """The weight flags in the authors' order, for any task model holding `lxrt_encoder`:
-    --fromScratch (re-initialise the encoder), --loadLXMERT (encoder), --loadLXMERTQA (encoder
-    plus the task's pre-trained head through `load_head(model, path)`), --load (whole model).
-    The authors' BERT-tarball start is not available offline: no flag means a random start."""
-    if args.from_scratch:
-        model.lxrt_encoder.apply(lambda m: init_bert_weights(m, config.initializer_range))
-    if args.load_lxmert:
-        load_pretrained_encoder(model.lxrt_encoder, args.load_lxmert)
-    elif not args.load_lxmert_qa and not args.load:
-        log.warning("no --loadLXMERT/--loadLXMERTQA/--load: the encoder starts from random "
-                    "weights%s", "" if args.from_scratch else " (pass --fromScratch to say so)")
-    if args.load_lxmert_qa:
-        if load_head is None:
-            raise SystemExit("--loadLXMERTQA: this task has no pre-trained head to transfer; "
-                             "use --loadLXMERT")
-        load_head(model, args.load_lxmert_qa)
-    if args.load:
-        load_finetuned(model, args.load, config)
 
 
 def soft_score(data: list, answers: list) -> float:
@@ -110,15 +81,26 @@ class QATask(Task):
         return self.spec.test_aliases.get(split, split)
 
     def dataset(self, splits: str):
-        if splits not in self._datasets:
-            self._datasets[splits] = load_qa_dataset(
-                self.root, self.spec.task, splits, self.tokenizer, tiny=self.args.tiny,
-                fast=self.args.fast, cache_dir=self.args.feature_cache,
-                fp16=self.args.fp16_features, answer_table=self.answers)
-        return self._datasets[splits]
+        test = self.split_name(self.args.test) if self.args.test else None
+        tiny, fast = subset_flags(self.args, splits, test)
+        key = (splits, tiny, fast)  # the test split is never served from a cut copy
+        if key not in self._datasets:
+            warn_if_loaded_whole(self.args, splits, tiny, fast)
+            # a validation split needs every label (else its score is NaN and no BEST.pth)
+            valid = self.split_name(self.args.valid or "")
+            validating = not self.args.test and splits == valid
+            self._datasets[key] = load_qa_dataset(
+                self.root, self.spec.task, splits, self.tokenizer, tiny=tiny, fast=fast,
+                cache_dir=self.args.feature_cache, fp16=self.args.fp16_features,
+                answer_table=self.answers, require_label=validating,
+                feat_dim=self.config.visual_feat_dim)
+        return self._datasets[key]
 
     def train_dataset(self):
-        return self.dataset(self.args.train)
+        train = self.dataset(self.args.train)
+        if self.args.valid:  # load and check it now, not after the first epoch
+            self.dataset(self.split_name(self.args.valid))
+        return train
 
     # ---- loss and metrics -----------------------------------------------------------------
 

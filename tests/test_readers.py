@@ -9,11 +9,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from tasks.common.paths import ENV_VAR, DataFileNotFoundError, DataRoot
-from tasks.common.qa_data import (AnswerTable, DataFormatError, MissingFeaturesError, QADataset,
-                                  feature_topk, gqa_feature_topk, load_qa_dataset, load_qa_split,
-                                  vqa_feature_topk)
-from tasks.nlvr2 import data as nlvr2_data
+from tasks.common.readers import DataFormatError, MissingFeaturesError, feature_topk
 from tasks.nlvr2.data import NLVR2Dataset, load_nlvr2_dataset, load_nlvr2_split
+from tasks.qa.data import AnswerTable, QADataset, load_qa_dataset, load_qa_split
 from tasks.retrieval.data import load_flickr_annotations, load_hard_negatives
 from tools.make_data import make_data
 
@@ -157,14 +155,16 @@ def test_easyvqa_layout(tmp_path):
 
 # ------------------------------------------------------------------------------ QA readers
 def test_topk_helpers():
-    assert vqa_feature_topk("train", tiny=True) == 200
-    assert gqa_feature_topk("train", tiny=True) == 512
-    assert nlvr2_data.feature_topk("train", tiny=True) == 512
-    assert vqa_feature_topk("train", fast=True) == 5000
-    assert vqa_feature_topk("minival") == 5000
-    assert vqa_feature_topk("minival", tiny=True) == 200
-    assert vqa_feature_topk("nominival") is None
-    assert gqa_feature_topk("minival") is None
+    assert feature_topk("train", task="vqa", tiny=True) == 200
+    assert feature_topk("train", task="gqa", tiny=True) == 512
+    assert feature_topk("train", task="nlvr2", tiny=True) == 512
+    assert feature_topk("train", task="retrieval", tiny=True) == 512
+    assert feature_topk("test", task="retrieval", fast=True) == 5000
+    assert feature_topk("train", task="vqa", fast=True) == 5000
+    assert feature_topk("minival", task="vqa") == 5000
+    assert feature_topk("minival", task="vqa", tiny=True) == 200
+    assert feature_topk("nominival", task="vqa") is None
+    assert feature_topk("minival", task="gqa") is None
     assert feature_topk("test", task="easyvqa") is None
 
 
@@ -187,7 +187,7 @@ def test_load_qa_split_validation(tmp_path, root):
         load_qa_split(p)
     p = _write(tmp_path / "q.json", [{k: v for k, v in good.items() if k != "label"}])
     assert load_qa_split(p)[0]["question_id"] == 1
-    with pytest.raises(DataFormatError, match=r"item 0: missing key 'label'"):
+    with pytest.raises(DataFormatError, match=r"item 0 \(question_id 1\): missing key 'label'"):
         load_qa_split(p, require_label=True)
     (tmp_path / "bad.json").write_text("[{")
     with pytest.raises(DataFormatError, match="not valid JSON"):
@@ -339,13 +339,13 @@ def test_nlvr2_dataset(root, tokenizer):
     item = ds[0]
     assert item["feats"].shape == (2, 36, DIM) and item["feats"].dtype == torch.float32
     assert item["boxes"].shape == (2, 36, 4)
-    assert item["label"].dtype == torch.int64 and int(item["label"]) == data[0]["label"]
-    assert int(ds[1]["label"]) == -1
+    assert item["target"].dtype == torch.int64 and int(item["target"]) == data[0]["label"]
+    assert int(ds[1]["target"]) == -1
     assert item["input_ids"].shape == (20,) and item["index"].dtype == torch.int64
     f1, _ = store[data[0]["img1"]]
     assert np.array_equal(item["feats"][1].numpy(), f1)
     batch = next(iter(DataLoader(ds, batch_size=4)))
-    assert batch["feats"].shape == (4, 2, 36, DIM) and batch["label"].shape == (4,)
+    assert batch["feats"].shape == (4, 2, 36, DIM) and batch["target"].shape == (4,)
     assert ds.identifiers[0] == data[0]["identifier"]
     bad = [dict(data[0], img1="nope-0-0-img1")]
     with pytest.raises(MissingFeaturesError, match="nope-0-0-img1"):
