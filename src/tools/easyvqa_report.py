@@ -25,13 +25,20 @@ from tasks.common.run_folder import read_metrics
 STAGES = ("token", "phrase", "sentence")
 
 
+def epoch_records(metrics: Path) -> list[dict]:
+    """The last record of every epoch over all runs in the folder (a resumed run repeats
+    none, a run started again in the same folder replaces the earlier ones)."""
+    by_epoch = {r["epoch"]: r for r in read_metrics(metrics, section=None) if "epoch" in r}
+    return [by_epoch[k] for k in sorted(by_epoch)]
+
+
 def finetune_result(folder: Path) -> dict:
     """Test accuracy, questions and optimizer steps of one fine-tuning run."""
     metrics = folder / "metrics.jsonl"
     tests = [r for r in read_metrics(metrics, section=None) if r.get("test") == "test"]
     if not tests:
         raise SystemExit(f"{metrics}: no test record (did the test run finish?)")
-    epochs = [r for r in read_metrics(metrics, section=None) if "epoch" in r]
+    epochs = epoch_records(metrics)
     state = torch.load(folder / "resume.pth", map_location="cpu", weights_only=True)
     return {"accuracy": tests[-1]["accuracy"], "questions": tests[-1]["questions"],
             "steps": int(state["global_step"]), "epochs": len(epochs),
@@ -39,7 +46,7 @@ def finetune_result(folder: Path) -> dict:
 
 
 def stage_summary(folder: Path) -> dict:
-    records = [r for r in read_metrics(folder / "metrics.jsonl", section=None) if "epoch" in r]
+    records = epoch_records(folder / "metrics.jsonl")
     last = records[-1]
     state = torch.load(folder / "resume.pth", map_location="cpu", weights_only=True)
     return {"steps": int(state["global_step"]), "epochs": len(records),
