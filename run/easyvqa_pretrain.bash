@@ -4,9 +4,10 @@
 # 1. converts easy-VQA and writes a pre-training corpus from its TRAIN images only (captions
 #    from each image's shape and colour, its questions as text) and the few-label splits
 #    easyvqa/train_<P>pct.json (the questions of P% of the train images);
-# 2. pre-trains with the three MSP stages (token, phrase, sentence; QA left out unless
-#    EASYVQA_PRETRAIN_QA=1, so no answer enters pre-training) on the first images of the
-#    train feature file;
+# 2. pre-trains with the three MSP stages (token, phrase, sentence) on the first images of the
+#    train feature file; unless EASYVQA_PRETRAIN_QA=1 the sentence stage leaves QA out and
+#    reads the captions only (run/configs/easyvqa/sentence_captions.json), so no answer
+#    enters pre-training;
 # 3. for each P in EASYVQA_PERCENTS (default 1,5) fine-tunes twice with the same seed and the
 #    same number of steps, from the pre-trained encoder and from scratch, and scores the last
 #    weights on the test split (no model selection);
@@ -37,32 +38,37 @@ if [[ "$devices" == "cpu" ]]; then
     # per stage: images read from the feature file, epochs (about 250 steps of 64 each)
     stage_flags=(token "--imageLimit 1600 --epochs 1" phrase "--imageLimit 1600 --epochs 6"
                  sentence "--imageLimit 1600 --epochs 1")
+    captions_epochs=4  # the captions-only sentence stage: a quarter of the sentences
     pretrain=(--batchSize 64 --lr 5e-4)
     finetune=(--batchSize 32 --lr 3e-4)
     finetune_steps=300
 else
     model=(--llayers 0 --xlayers 5 --rlayers 0 --numWorkers 4)
     stage_flags=(token "--epochs 5" phrase "--epochs 10" sentence "--epochs 5")
+    captions_epochs=20
     pretrain=(--batchSize 256 --lr 1e-4)
     finetune=(--batchSize 32 --lr 1e-4)
     finetune_steps=1500
 fi
-tasks_flag=()
+sentence_config="$REPO_ROOT/run/configs/msp/sentence.json"
+sentence_extra=()
 if [[ -z "${EASYVQA_PRETRAIN_QA:-}" ]]; then
-    tasks_flag=(--tasks mlm,obj,itm,itm_hs,topic)  # the sentence stage without QA
+    sentence_config="$REPO_ROOT/run/configs/easyvqa/sentence_captions.json"
+    sentence_extra=(--epochs "$captions_epochs")
 fi
 
 init=()
 for (( i = 0; i < ${#stage_flags[@]}; i += 2 )); do
     stage=${stage_flags[i]}
     output="$run_dir/pretrain/$stage"
+    config="$REPO_ROOT/run/configs/msp/$stage.json"
     extra=()
-    [[ "$stage" == sentence ]] && extra=(${tasks_flag[@]+"${tasks_flag[@]}"})
+    if [[ "$stage" == sentence ]]; then config=$sentence_config; extra=(${sentence_extra[@]+"${sentence_extra[@]}"}); fi
     if [[ -f "$output/stage_done" ]]; then
         echo "stage $stage already finished in $output"
     else
         # shellcheck disable=SC2206  # the stage's flags are separate words
-        pretrain_stage "$devices" "$output" --stage "$REPO_ROOT/run/configs/msp/$stage.json" \
+        pretrain_stage "$devices" "$output" --stage "$config" \
             --dataRoot "$data_root" --train easyvqa_train --valid easyvqa_minival \
             ${init[@]+"${init[@]}"} "${model[@]}" "${pretrain[@]}" ${stage_flags[i+1]} \
             ${extra[@]+"${extra[@]}"} "${@:3}"

@@ -240,9 +240,34 @@ def test_hard_negatives_are_nearer_than_random_ones(setup):
     for i in range(len(ds)):
         rng = np.random.default_rng(i)
         image = int(c.sent_image[ds.sentences[i]])
-        hard.append(pooled[image] @ pooled[c.sent_image[ds.hard_negative(image, rng)]])
+        negative = ds.hard_negative(image, int(ds.sentences[i]), rng)
+        hard.append(pooled[image] @ pooled[c.sent_image[negative]])
         rand.append(pooled[image] @ pooled[c.sent_image[ds.random_negative(image, rng)]])
     assert np.mean(hard) > np.mean(rand) + 0.05
+
+
+def test_a_hard_negative_never_repeats_the_positive_text(setup):
+    """Near images may carry a caption identical to the positive one: no negative then."""
+    ds = dataset(setup, tasks=["mlm", "itm", "itm_hs"])
+    c = ds.corpus
+    first = int(ds.sentences[0])
+    image = int(c.sent_image[first])
+    # every image's nearest neighbour is an image whose captions all read as the positive
+    twin = next(i for i in range(c.num_images) if i != image)
+    ds.neighbors = np.full_like(ds.neighbors, twin)
+    same = [int(t) for t in range(c.img_sent[twin], c.img_captions[twin])]
+    assert same, "the generated twin image has captions"
+    original = c.pieces
+
+    def pieces(t):  # the twin's captions have the positive's word pieces
+        return original(first) if t in same else original(t)
+    c.pieces = pieces
+    try:
+        for seed in range(200):
+            negative = ds.hard_negative(image, first, np.random.default_rng(seed))
+            assert negative not in same and c.sent_image[negative] != image
+    finally:
+        del c.pieces
 
 
 def test_qa_answers_follow_their_scores():

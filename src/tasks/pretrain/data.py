@@ -238,8 +238,10 @@ class PretrainDataset(TaskDataset):
             if self.corpus.sent_image[s] != image:
                 return s
 
-    def hard_negative(self, image: int, rng) -> int:
-        """A caption of one of the k nearest images (any sentence if it has no caption)."""
+    def hard_negative(self, image: int, positive: int, rng) -> int:
+        """A caption of one of the k nearest images (any sentence if it has no caption). A
+        near image often has a caption word for word the positive's (easy-VQA: the same shape
+        and colour); such a caption is no negative, so a random negative replaces it."""
         c = self.corpus
         near = int(self.neighbors[image, rng.integers(self.neighbors.shape[1])])
         lo, hi = int(c.img_sent[near]), int(c.img_captions[near])
@@ -247,7 +249,10 @@ class PretrainDataset(TaskDataset):
             hi = int(c.img_sent[near + 1])
         if hi <= lo or near == image:
             return self.random_negative(image, rng)
-        return int(rng.integers(lo, hi))
+        chosen = int(rng.integers(lo, hi))
+        if np.array_equal(c.pieces(chosen)[0], c.pieces(positive)[0]):
+            return self.random_negative(image, rng)
+        return chosen
 
     def text_of(self, s: int, rng) -> tuple[np.ndarray, np.ndarray]:
         ids, pos = self.corpus.pieces(s)
@@ -347,7 +352,8 @@ class PretrainDataset(TaskDataset):
         if st.has("itm") and rng.random() < st.itm_negative_rate:
             matched = 0
             hard = st.has("itm_hs") and rng.random() < st.hard_negative_fraction
-            text_s = self.hard_negative(image, rng) if hard else self.random_negative(image, rng)
+            text_s = (self.hard_negative(image, s, rng) if hard
+                      else self.random_negative(image, rng))
         ids, pos = self.text_of(text_s, rng)
         topic = self.topic_ids(ids, pos)
         masked_ids, labels = self.mask_text(ids, pos, rng)
