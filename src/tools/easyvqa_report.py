@@ -67,7 +67,8 @@ def machine() -> str:
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = f"{cores} cores, {cpu}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    threads = os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads()  # the runs' setting
+    text = f"{cores} cores, {cpu}, torch {torch.__version__}, {threads} thread(s) per run"
     return text + (f", load average {load[0]:.1f} at the end" if load else "")
 
 
