@@ -20,7 +20,7 @@ from lxrt.modeling import init_bert_weights
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.checkpoints import atomic_write_text
 from tasks.common.paths import DataRoot
-from tasks.common.qa_data import AnswerTable, load_qa_dataset
+from tasks.common.qa_data import AnswerTable, load_qa_dataset, split_list
 from tasks.common.qa_model import QAModel
 from tasks.common.trainer import EvalResult, Task
 
@@ -55,6 +55,13 @@ def build_config(args) -> LXRTConfig:
     if args.model_config:
         return LXRTConfig.from_json_file(args.model_config, **overrides)
     return LXRTConfig(**overrides)
+
+
+def model_run_info(task: str, config: LXRTConfig, tokenizer: LXRTTokenizer) -> dict:
+    """The part of run_info.json's "task_info" every task records (tools.predict rebuilds the
+    model and tokenizer from it)."""
+    return {"task": task, "model_config": config.to_dict(),
+            "vocab_file": str(tokenizer.vocab_file.resolve())}
 
 
 def load_task_weights(args, model, config: LXRTConfig, load_head=None) -> None:
@@ -103,6 +110,21 @@ class QATask(Task):
     def load_weights(self, model) -> None:
         load_task_weights(self.args, model, self.config, lambda m, path: load_lxmert_qa(
             m, path, self.answers.label2ans, self.root.all_answers(), self.config))
+
+    def run_info(self) -> dict:
+        """For tools.predict: the task, model sizes, answer table and the splits' features (whose
+        `.extractor.npz` record, when present, says how to describe a new image)."""
+        features = []
+        named = [self.args.train, self.args.valid, self.args.test]
+        for split in split_list(",".join(self.split_name(s) for s in named if s)):
+            try:
+                features.append(str(self.root.qa_features(self.spec.task, split).resolve()))
+            except (FileNotFoundError, ValueError):
+                pass
+        return {**model_run_info(self.spec.task, self.config, self.tokenizer),
+                "num_answers": self.answers.num_answers,
+                "label2ans": str(Path(self.root.answer_tables(self.spec.task)[1]).resolve()),
+                "feature_files": sorted(set(features))}
 
     # ---- data -----------------------------------------------------------------------------
 

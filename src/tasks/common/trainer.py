@@ -70,6 +70,11 @@ class Task:
     def write_results(self, trainer: "Trainer", result: EvalResult, split: str) -> None:
         """Write the test-server / prediction file for `split` (rank 0 only)."""
 
+    def run_info(self) -> dict:
+        """What a predictor needs besides the weights (task, model sizes, answer table,
+        feature files), recorded in run_info.json under "task_info"."""
+        return {}
+
 
 class EpochSampler(Sampler):
     """Shuffled indices, a new permutation per epoch from (seed, epoch), trimmed to whole global
@@ -468,7 +473,7 @@ class Trainer:
                 "versions": versions, "device": str(self.device),
                 "world_size": self.dist.world_size, "host": platform.node(),
                 "cuda": torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
-                else None}
+                else None, "task_info": self.task.run_info()}
         atomic_write_json(self.output / "run_info.json", info, indent=2, default=str)
 
     def close(self) -> None:

@@ -22,7 +22,8 @@ from lxrt.loading import load_itm_head
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.paths import DataRoot
 from tasks.common.precision import autocast as make_autocast
-from tasks.common.qa import MAX_SEQ_LENGTH, build_config, load_task_weights
+from tasks.common.qa import (MAX_SEQ_LENGTH, build_config, load_task_weights,
+                             model_run_info)
 from tasks.common.trainer import EvalResult, Task
 from tasks.retrieval.dataset import (PAIRS_PER_CAPTION, RetrievalTrainDataset, SplitLoader,
                                      check_split_disjoint)
@@ -57,6 +58,9 @@ class RetrievalTask(Task):
         self._device_splits: dict = {}
 
     # ---- model and weights ----------------------------------------------------------------
+
+    def run_info(self) -> dict:
+        return model_run_info("retrieval", self.config, self.tokenizer)
 
     def build_model(self):
         return RetrievalModel(self.config)
