@@ -17,6 +17,7 @@ setup(
         "tqdm",
         "h5py",
         "pandas",
-        "pillow",
+        "pillow",       # images: feature extraction, attention pictures
+        "matplotlib",   # training curves (tools.plot_metrics)
     ],
 )
