@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from generated import _env, common_flags, make_root
+from generated import ROOT, _env, common_flags, make_root
 from tasks.vqa.main import main as vqa_main
 from tools import attention_map, predict
 from tools.predictor import Predictor, PredictorError
@@ -188,3 +188,29 @@ def test_module_entry_point_reports_errors(run, tmp_path):
                              "--question", "what?"], capture_output=True, text=True, env=_env())
     assert result.returncode == 2
     assert "missing.png: no such file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_easyvqa_image_file_answers_as_the_evaluator(tmp_path, capsys):
+    """The launcher's route: an easy-VQA image file goes through the extractor record of the
+    converted features, and the answer equals the evaluator's for that question."""
+    easy_vqa = pytest.importorskip("easy_vqa")
+    from tools import easyvqa
+    root, out = tmp_path / "data", tmp_path / "run"
+    easyvqa.convert(root, limit_images=12, verbose=False)
+    flags = ["--task", "easyvqa", "--dataRoot", str(root), "--modelConfig",
+             str(ROOT / "run" / "configs" / "easyvqa_cpu.json"), "--xlayers", "2",
+             "--device", "cpu", "--numWorkers", "0", "--batchSize", "16", "--output", str(out)]
+    vqa_main(flags + ["--fromScratch", "--train", "train", "--valid", "valid", "--epochs", "1",
+                      "--lr", "1e-3"])
+    vqa_main(flags + ["--train", "", "--valid", "", "--test", "test", "--load", str(out / "BEST")])
+    evaluated = {e["question_id"]: e["answer"]
+                 for e in json.loads((out / "test_predict.json").read_text())}
+    questions = json.loads((root / "easyvqa" / "test.json").read_text())[:6]
+    paths = easy_vqa.get_test_image_paths()
+    predictor = Predictor.from_run(out / "BEST")
+    for q in questions:
+        image = predictor.image_from_file(paths[int(q["img_id"].rsplit("_", 1)[1])])
+        stored = predictor.image_from_features(
+            root / "easyvqa_imgfeat" / "test_obj36.tsv", q["img_id"])
+        np.testing.assert_allclose(image.feats, stored.feats, rtol=1e-6, atol=1e-6)
+        assert predictor.answer(image, [q["sent"]])[0][0][0] == evaluated[q["question_id"]]
