@@ -214,3 +214,19 @@ def test_easyvqa_image_file_answers_as_the_evaluator(tmp_path, capsys):
             root / "easyvqa_imgfeat" / "test_obj36.tsv", q["img_id"])
         np.testing.assert_allclose(image.feats, stored.feats, rtol=1e-6, atol=1e-6)
         assert predictor.answer(image, [q["sent"]])[0][0][0] == evaluated[q["question_id"]]
+
+
+def test_answers_stay_on_sdpa_and_only_attention_reads_maps(run, predictor, monkeypatch):
+    root = run[0]
+    q = json.loads((root / "vqa" / "test.json").read_text())[0]
+    image = predictor.image_from_features(root / "mscoco_imgfeat" / "test2015_obj36.tsv",
+                                          q["img_id"])
+    calls = []
+    original = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    predictor.answer(image, [q["sent"]])
+    assert len(calls) > 0
+    calls.clear()
+    predictor.attention(image, q["sent"])
+    assert calls == []
