@@ -74,7 +74,10 @@ def read_run_info(load: str | os.PathLike) -> tuple[Path, dict]:
     except ValueError as err:
         raise PredictorError(f"{info_path}: not valid JSON ({err})") from None
     task_info = info.get("task_info") or {}
-    for key in ("task", "model_config", "vocab_file"):
+    required = ["task", "model_config", "vocab_file"]
+    if task_info.get("task") in QA_TASKS:
+        required += ["num_answers", "ans2label", "label2ans"]
+    for key in required:
         if key not in task_info:
             raise PredictorError(f"{info_path}: no task_info.{key} (a run made before runs "
                                  f"recorded it); run the test command once with --load "
@@ -115,8 +118,7 @@ class Predictor:
         self.task, self.device, self.checkpoint = task_info["task"], device, checkpoint
         self.answers = None
         if self.task in QA_TASKS:
-            label2ans = Path(task_info["label2ans"])
-            self.answers = AnswerTable(label2ans.with_name("trainval_ans2label.json"), label2ans)
+            self.answers = AnswerTable(task_info["ans2label"], task_info["label2ans"])
 
     @classmethod
     def from_run(cls, load: str | os.PathLike, device: str = "cpu") -> "Predictor":

@@ -123,6 +123,7 @@ class QATask(Task):
                 pass
         return {**model_run_info(self.spec.task, self.config, self.tokenizer),
                 "num_answers": self.answers.num_answers,
+                "ans2label": str(Path(self.root.answer_tables(self.spec.task)[0]).resolve()),
                 "label2ans": str(Path(self.root.answer_tables(self.spec.task)[1]).resolve()),
                 "feature_files": sorted(set(features))}
 
