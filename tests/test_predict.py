@@ -174,6 +174,9 @@ def test_bad_inputs_give_clear_errors(run, predictor, tmp_path, capsys):
     other = _copy_run(run_dir, tmp_path / "other", lambda t: t.update(task="nlvr2"))
     with pytest.raises(PredictorError, match="does not fit the nlvr2 model"):
         Predictor.from_run(other)
+    old = _copy_run(run_dir, tmp_path / "old", lambda t: t.clear())
+    with pytest.raises(PredictorError, match="no task_info.task"):
+        Predictor.from_run(old)
     with pytest.raises(PredictorError, match="checkpoint not found"):
         Predictor.from_run(tmp_path / "missing" / "BEST")
     with pytest.raises(ValueError, match="--layer 9"):

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 PANEL = 384        # the image panel's longer side, pixels
 TEXT_WIDTH = 240   # the word-piece panel
-CAPTION = 64       # caption lines under the panels
+CAPTION = 84       # caption lines under the panels
 ROW = 22           # one word piece per row
 
 
@@ -121,7 +121,7 @@ def _image_panel(image, maps: AttentionMaps) -> Image.Image:
         heat[int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))] += w
     heat /= max(float(heat.max()), 1e-12)
     # dim what was not looked at, tint what was
-    shade = Image.fromarray((255 * (0.25 + 0.75 * heat)).astype(np.uint8), "L")
+    shade = Image.fromarray((255 * (0.12 + 0.88 * heat)).astype(np.uint8), "L")
     dark = Image.composite(base, Image.new("RGB", size, (0, 0, 0)), shade)
     draw = ImageDraw.Draw(dark)
     top = np.argsort(-maps.region_weights)[:3]
@@ -162,7 +162,10 @@ def draw_attention(image, maps: AttentionMaps, path) -> Image.Image:
     lines = [f"Q: {maps.sentence}" + (f"  ->  {maps.prediction}" if maps.prediction else ""),
              f"{maps.query} -> regions, cross layer {maps.layer}, {head}; visual [CLS] took "
              f"{maps.visual_cls_share:.0%} (regions renormalised to 1)",
-             f"image {image.img_id} ({image.img_w}x{image.img_h}); red boxes: top 3 regions"]
+             f"brightness = weight / strongest region ({maps.region_weights.max():.1%}; uniform "
+             f"{1 / len(maps.region_weights):.1%}); red boxes: the top 3",
+             f"image {image.img_id} ({image.img_w}x{image.img_h}, "
+             f"{len(maps.region_weights)} regions)"]
     for i, line in enumerate(lines):
         draw.text((6, PANEL + 4 + 19 * i), line, fill=(0, 0, 0), font=font)
     out.save(path)

@@ -69,15 +69,15 @@ def plot_runs(run_dirs, out, labels=None):
     score_names = set()
     for run_dir, label in zip(run_dirs, labels):
         epochs = read_epochs(run_dir)
-        xs = [r["epoch"] + 1 for r in epochs]
+        xs = [r["epoch"] for r in epochs]   # numbered as in log.log (Epoch 0, 1, ...)
         line, = ax_loss.plot(xs, [r["train_loss"] for r in epochs], marker="o", label=label)
         tasks = sorted({k for r in epochs for k in (r.get("train_losses") or {})})
         for task in tasks:
-            points = [(r["epoch"] + 1, r["train_losses"][task]) for r in epochs
+            points = [(r["epoch"], r["train_losses"][task]) for r in epochs
                       if task in (r.get("train_losses") or {})]
             ax_loss.plot(*zip(*points), linestyle="--", alpha=0.7,
                          label=f"{label}: {task}")
-        scored = [(r["epoch"] + 1, *valid_score(r)) for r in epochs]
+        scored = [(r["epoch"], *valid_score(r)) for r in epochs]
         scored = [(x, k, v) for x, k, v in scored if k is not None]
         if scored:
             score_names |= {k for _, k, _ in scored}
