@@ -161,7 +161,7 @@ def draw_attention(image, maps: AttentionMaps, path) -> Image.Image:
     head = "mean over heads" if maps.head is None else f"head {maps.head}"
     lines = [f"Q: {maps.sentence}" + (f"  ->  {maps.prediction}" if maps.prediction else ""),
              f"{maps.query} -> regions, cross layer {maps.layer}, {head}; visual [CLS] took "
-             f"{maps.visual_cls_share:.0%} (regions renormalised to 1)",
+             f"{maps.visual_cls_share:.1%} (regions renormalised to 1)",
              f"brightness = weight / strongest region ({maps.region_weights.max():.1%}; uniform "
              f"{1 / len(maps.region_weights):.1%}); red boxes: the top 3",
              f"image {image.img_id} ({image.img_w}x{image.img_h}, "

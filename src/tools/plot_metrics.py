@@ -66,10 +66,11 @@ def plot_runs(run_dirs, out, labels=None):
 
     labels = labels or [Path(d).name for d in run_dirs]
     fig, (ax_loss, ax_valid) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=80)
-    score_names = set()
+    score_names, all_epochs = set(), set()
     for run_dir, label in zip(run_dirs, labels):
         epochs = read_epochs(run_dir)
         xs = [r["epoch"] for r in epochs]   # numbered as in log.log (Epoch 0, 1, ...)
+        all_epochs |= set(xs)
         line, = ax_loss.plot(xs, [r["train_loss"] for r in epochs], marker="o", label=label)
         tasks = sorted({k for r in epochs for k in (r.get("train_losses") or {})})
         for task in tasks:
@@ -88,7 +89,11 @@ def plot_runs(run_dirs, out, labels=None):
                  ylabel=" / ".join(sorted(score_names)) or "no validation records")
     for ax in (ax_loss, ax_valid):
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        if len(all_epochs) <= 20:   # whole epochs only, also for a single point
+            ax.set_xticks(sorted(all_epochs))
+            ax.set_xlim(min(all_epochs) - 0.5, max(all_epochs) + 0.5)
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
