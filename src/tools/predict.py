@@ -77,6 +77,9 @@ def run(args) -> dict:
     """Everything the command prints, as one dict (also what --json prints)."""
     predictor = Predictor.from_run(args.load, args.device)
     task = predictor.task
+    if args.attention and task in ("retrieval", "nlvr2"):
+        raise PredictorError(f"--attention draws one image's regions: VQA/GQA models only, "
+                             f"this is a {task} model")
     if task == "retrieval":
         if not args.caption or not args.features:
             raise PredictorError("a retrieval model ranks images: give --caption and --features")
