@@ -9,7 +9,8 @@ INSTALL_REQUIRES = [
     "numpy",             # tokenizer outputs, feature store, retrieval metrics
     "tokenizers>=0.15",  # lxrt.tokenization: the Rust WordPiece of the ASCII fast path
     "tqdm",              # progress bars (training, evaluation, TSV conversion)
-    "pillow",            # tools.extract_features: reading images for the grid features
+    "pillow",            # tools.extract_features and tools.attention_map: images
+    "matplotlib",        # tools.plot_metrics: training curves (the easy-VQA job draws them)
 ]
 
 EXTRAS_REQUIRE = {

@@ -5,7 +5,9 @@
 # 2. extracts grid region features into data/easyvqa_imgfeat/*.tsv (once),
 # 3. fine-tunes from scratch (CPU: a small configuration that ends within ~15 minutes on
 #    2 cores; GPU: the full LXMERT-S configuration), validating on a held-out image split,
-# 4. scores the test split and writes snap/easyvqa/NAME/test_predict.json.
+# 4. scores the test split and writes snap/easyvqa/NAME/test_predict.json,
+# 5. draws the training curves (curves.png) and the attention behind one test answer
+#    (attention.png) into the run folder.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 usage_check $# "bash run/easyvqa_finetune.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
@@ -48,4 +50,19 @@ print(f"easy-VQA test accuracy {test['accuracy']:.2f}% on {test['questions']} qu
       f"best valid {max(r['valid']['accuracy'] for r in train):.2f}%; "
       f"training {sum(r['train_seconds'] for r in train) / 60:.1f} min at "
       f"{train[-1]['train_samples_per_s']:.0f} samples/s; submission {out / 'test_predict.json'}")
+PY
+
+# what the run looks like: its curves, and where the model looked for one test answer
+python -m tools.plot_metrics "$output" -o "$output/curves.png"
+python - "$output" "$data_root" <<'PY'
+import json, sys
+from pathlib import Path
+import easy_vqa
+from tools import predict
+out, root = Path(sys.argv[1]), Path(sys.argv[2])
+question = json.loads((root / "easyvqa" / "test.json").read_text())[0]
+image = easy_vqa.get_test_image_paths()[int(question["img_id"].rsplit("_", 1)[1])]
+sys.exit(predict.main(["--load", str(out / "BEST"), "--image", image, "--question",
+                       question["sent"], "--topk", "3", "--attention",
+                       str(out / "attention.png")]))
 PY

@@ -96,11 +96,11 @@ def test_requirements_txt_lists_what_setup_py_does():
 def test_run_info_is_written_without_optional_packages(tmp_path, monkeypatch):
     # transformers was imported by every run only to record its version, so a machine
     # without it crashed at the start of training
-    from tasks.common.trainer import Trainer
+    from tasks.common.trainer import Task, Trainer
     monkeypatch.setitem(sys.modules, "transformers", None)  # any import of it now fails
     fake = SimpleNamespace(is_main=True, args=SimpleNamespace(batch_size=8, resume=False),
                            device=torch.device("cpu"), output=tmp_path,
-                           dist=SimpleNamespace(world_size=1))
+                           dist=SimpleNamespace(world_size=1), task=Task())
     Trainer.write_run_info(fake, ["--batchSize", "8"])
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["argv"] == ["--batchSize", "8"] and info["versions"]["torch"] == torch.__version__

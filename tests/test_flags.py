@@ -21,9 +21,12 @@ from tasks.retrieval.main import build_parser as retrieval_parser
 from tasks.retrieval.task import RetrievalTask
 from tasks.vqa.main import build_parser as vqa_parser
 from tasks.vqa.main import main as vqa_main
+from tools.predict import build_parser as predict_parser
 
 PARSERS = {"vqa": vqa_parser, "gqa": gqa_parser, "nlvr2": nlvr2_parser,
            "retrieval": retrieval_parser, "pretrain": pretrain_parser}
+# command-line tools beside the tasks: their documented flags follow the same alias rule
+TOOL_PARSERS = {"predict": predict_parser}
 
 
 # ------------------------------------------------------------------------------ values
@@ -103,7 +106,7 @@ def test_kebab_rule():
 def test_documented_flags_and_kebab_aliases_parse_in_every_task():
     documented = documented_flags()
     assert {"--loadLXMERT", "--loadLXMERTQA", "--batchSize", "--checkpointEvery"} <= documented
-    for task, build in PARSERS.items():
+    for task, build in {**PARSERS, **TOOL_PARSERS}.items():
         actions = build()._option_string_actions
         for flag in documented:
             if flag not in actions:
@@ -111,13 +114,14 @@ def test_documented_flags_and_kebab_aliases_parse_in_every_task():
             alias = kebab(flag)
             assert alias in actions, (task, flag, alias)
             assert actions[alias].dest == actions[flag].dest, (task, flag, alias)
-    every = set().union(*(build()._option_string_actions for build in PARSERS.values()))
+    every = set().union(*(build()._option_string_actions
+                          for build in [*PARSERS.values(), *TOOL_PARSERS.values()]))
     assert not documented - every, f"documented flags no parser knows: {documented - every}"
 
 
-@pytest.mark.parametrize("task", sorted(PARSERS))
+@pytest.mark.parametrize("task", sorted({**PARSERS, **TOOL_PARSERS}))
 def test_every_camel_case_flag_has_a_working_alias(task):
-    parser = PARSERS[task]()
+    parser = {**PARSERS, **TOOL_PARSERS}[task]()
     for flag, action in parser._option_string_actions.items():
         if flag == kebab(flag):
             continue

@@ -17,7 +17,8 @@ Writes, under the data root:
   answers in ``easy_vqa.get_answers()`` order.
 * ``easyvqa_imgfeat/train_obj36.tsv`` (train + valid images) and ``test_obj36.tsv``: grid
   region features from :mod:`tools.extract_features` (the TSV name keeps ``obj36`` whatever the
-  grid).
+  grid), each with its ``*.extractor.npz`` record (settings and the standardisation fitted on
+  the train images) from which ``tools.predict --image`` describes new images the same way.
 * with ``--pretraining``: ``lxmert/easyvqa_{train,minival}.json``, a pre-training corpus in
   LXMERT's format (``{"img_id", "sentf": {"easyvqa_caption": [...], "easyvqa": [...]},
   "labelf": {"easyvqa": [{answer: 1.0}, ...]}}``) built from the *train* split only: a few
@@ -42,9 +43,9 @@ import sys
 import time
 from pathlib import Path
 
-from tools.extract_features import extract_to_tsv, fit_standardizer
+from tools.extract_features import extract_to_tsv, fit_standardizer, sidecar_path
 
-MARKER_VERSION = 2  # 2: standardised features
+MARKER_VERSION = 3  # 2: standardised features; 3: extractor records next to the TSVs
 SPLIT_SEED = 9595
 TEST_QID_OFFSET = 1_000_000
 YES_NO = {"yes", "no"}
@@ -115,6 +116,8 @@ def _paths(data_root: Path) -> dict[str, Path]:
         "train": qa / "train.json", "valid": qa / "valid.json", "test": qa / "test.json",
         "ans2label": qa / "trainval_ans2label.json", "label2ans": qa / "trainval_label2ans.json",
         "train_tsv": feat / "train_obj36.tsv", "test_tsv": feat / "test_obj36.tsv",
+        "train_extractor": sidecar_path(feat / "train_obj36.tsv"),
+        "test_extractor": sidecar_path(feat / "test_obj36.tsv"),
         "marker": qa / "done.json",
     }
 

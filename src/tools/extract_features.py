@@ -506,9 +506,69 @@ def extract_to_tsv(image_paths: dict[str, str], out_tsv: str | os.PathLike, grid
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    settings = {"mode": backbone or "handcrafted", "grid": grid, "dim": dim,
+                "projection": projection, "max_side": max_side or 0,
+                "weights": os.path.abspath(weights) if weights else "",
+                "backbone_size": backbone_size}
+    save_extractor(sidecar_path(out_tsv), settings, standardize)
     return {"images": done, "seconds": time.time() - t0,
             "raw_dim": extractor.mapper.in_dim, "dim": dim, "num_boxes": grid * grid,
             "mode": backbone or "handcrafted"}
+
+
+# ----------------------------------------------------------------------------- the recipe file
+# Each TSV gets a small sidecar `<stem>.extractor.npz` with the settings and the fitted
+# standardisation, so a new image can later be described exactly as the training images were
+# (the predictor's --image path).
+
+def sidecar_path(tsv_path: str | os.PathLike) -> Path:
+    tsv = Path(tsv_path)
+    stem = tsv.name[:-4] if tsv.name.endswith(".tsv") else tsv.name
+    return tsv.with_name(stem + ".extractor.npz")
+
+
+def save_extractor(path: Path, settings: dict,
+                   standardize: tuple[np.ndarray, np.ndarray] | None) -> None:
+    arrays = {f"setting_{k}": np.asarray(v) for k, v in settings.items()}
+    if standardize is not None:
+        arrays["mean"], arrays["std"] = (np.asarray(a, np.float32) for a in standardize)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+class ImageFeaturizer:
+    """Describes one image file exactly as `extract_to_tsv` described the training images,
+    from the sidecar written next to their TSV."""
+
+    def __init__(self, sidecar: str | os.PathLike):
+        sidecar = Path(sidecar)
+        if not sidecar.is_file():
+            raise FileNotFoundError(
+                f"{sidecar}: no feature-extractor record; features made before these records "
+                f"existed need re-extracting (e.g. python -m tools.easyvqa --force)")
+        with np.load(sidecar, allow_pickle=False) as z:
+            s = {k[len("setting_"):]: z[k].item() for k in z.files if k.startswith("setting_")}
+            standardize = (z["mean"], z["std"]) if "mean" in z.files else None
+        self.settings, self.sidecar = s, sidecar
+        if s["mode"] == "handcrafted":
+            self.extractor = HandcraftedExtractor(s["grid"], s["dim"], s["projection"],
+                                                  standardize)
+        else:
+            self.extractor = BackboneExtractor(s["mode"], s["weights"], s["grid"], s["dim"],
+                                               s["projection"], s["backbone_size"])
+        self.max_side = (s["max_side"] or None) if s["mode"] == "handcrafted" else None
+
+    def __call__(self, image_path: str | os.PathLike) -> ImageFeatures:
+        if not Path(image_path).is_file():
+            raise FileNotFoundError(f"--image {image_path}: no such file")
+        arr, h, w = _load_image(str(image_path), self.max_side)
+        feats = self.extractor([arr])[0]
+        n = self.settings["grid"] ** 2
+        return ImageFeatures(img_id=Path(image_path).stem, img_h=h, img_w=w,
+                             objects_id=np.zeros(n, np.int64), objects_conf=np.ones(n, np.float32),
+                             attrs_id=np.zeros(n, np.int64), attrs_conf=np.ones(n, np.float32),
+                             boxes=grid_boxes(h, w, self.settings["grid"]), features=feats)
 
 
 def collect_images(spec: str, ids_from: str = "stem", id_prefix: str = "") -> dict[str, str]:

@@ -3,6 +3,7 @@ the authors' order, and the text length.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from lxrt.config import LXRTConfig
@@ -20,6 +21,13 @@ def build_config(args) -> LXRTConfig:
     if args.model_config:
         return LXRTConfig.from_json_file(args.model_config, **overrides)
     return LXRTConfig(**overrides)
+
+
+def model_run_info(task: str, config: LXRTConfig, tokenizer) -> dict:
+    """The part of run_info.json's "task_info" every task records (tools.predict rebuilds the
+    model and tokenizer from it)."""
+    return {"task": task, "model_config": dataclasses.asdict(config),
+            "vocab_file": str(tokenizer.vocab_file.resolve())}
 
 
 def load_task_weights(args, model, config: LXRTConfig, load_head=None) -> None:

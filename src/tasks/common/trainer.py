@@ -122,6 +122,11 @@ class Task:
     def write_results(self, trainer: "Trainer", result: EvalResult, split: str) -> None:
         """Write the test-server / prediction file for `split` (rank 0 only)."""
 
+    def run_info(self) -> dict:
+        """What a predictor needs besides the weights (task, model sizes, answer table,
+        feature files), recorded in run_info.json under "task_info"."""
+        return {}
+
 
 @dataclass
 class EpochTotals:
@@ -541,7 +546,7 @@ class Trainer:
         info = {"argv": list(argv), "args": vars(self.args), "git_commit": git_commit(),
                 "versions": library_versions(), "device": str(self.device),
                 "world_size": self.dist.world_size, "host": platform.node(),
-                "cuda": gpu_name(self.device)}
+                "cuda": gpu_name(self.device), "task_info": self.task.run_info()}
         atomic_write_json(self.output / "run_info.json", info, indent=2, default=str)
         start_metrics_section(self.output, argv, bool(self.args.resume))
 

@@ -22,7 +22,8 @@ from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.args import subset_flags, warn_if_loaded_whole
 from tasks.common.checkpoints import atomic_write_text
 from tasks.common.paths import DataFileNotFoundError, DataRoot
-from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config, load_task_weights
+from tasks.common.model_setup import (MAX_SEQ_LENGTH, build_config, load_task_weights,
+                                      model_run_info)
 from tasks.common.readers import split_list
 from tasks.common.trainer import EvalResult, Task
 from tasks.nlvr2.data import IGNORE_LABEL, load_nlvr2_dataset
@@ -137,6 +138,9 @@ class NLVR2Task(Task):
             ) from None
 
     # ---- model and weights ----------------------------------------------------------------
+
+    def run_info(self) -> dict:
+        return model_run_info("nlvr2", self.config, self.tokenizer)
 
     def build_model(self):
         return NLVR2Model(self.config)

@@ -18,8 +18,10 @@ from lxrt.loading import load_lxmert_qa
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.args import subset_flags, warn_if_loaded_whole
 from tasks.common.checkpoints import atomic_write_text
-from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config, load_task_weights
+from tasks.common.model_setup import (MAX_SEQ_LENGTH, build_config, load_task_weights,
+                                      model_run_info)
 from tasks.common.paths import DataRoot
+from tasks.common.readers import split_list
 from tasks.common.trainer import EvalResult, Task
 from tasks.qa.data import AnswerTable, load_qa_dataset
 from tasks.qa.model import QAModel
@@ -74,6 +76,22 @@ class QATask(Task):
     def load_weights(self, model) -> None:
         load_task_weights(self.args, model, self.config, lambda m, path: load_lxmert_qa(
             m, path, self.answers.label2ans, self.root.all_answers(), self.config))
+
+    def run_info(self) -> dict:
+        """For tools.predict: the task, model sizes, answer table and the splits' features (whose
+        `.extractor.npz` record, when present, says how to describe a new image)."""
+        features = []
+        named = [self.args.train, self.args.valid, self.args.test]
+        for split in split_list(",".join(self.split_name(s) for s in named if s)):
+            try:
+                features.append(str(self.root.qa_features(self.spec.task, split).resolve()))
+            except (FileNotFoundError, ValueError):
+                pass
+        return {**model_run_info(self.spec.task, self.config, self.tokenizer),
+                "num_answers": self.answers.num_answers,
+                "ans2label": str(Path(self.root.answer_tables(self.spec.task)[0]).resolve()),
+                "label2ans": str(Path(self.root.answer_tables(self.spec.task)[1]).resolve()),
+                "feature_files": sorted(set(features))}
 
     # ---- data -----------------------------------------------------------------------------
 

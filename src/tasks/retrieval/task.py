@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from lxrt.loading import load_itm_head
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.args import subset_flags, warn_if_loaded_whole
-from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config, load_task_weights
+from tasks.common.model_setup import (MAX_SEQ_LENGTH, build_config, load_task_weights,
+                                      model_run_info)
 from tasks.common.paths import DataRoot
 from tasks.common.precision import autocast as make_autocast
 from tasks.common.trainer import EvalResult, Task
@@ -75,6 +76,9 @@ class RetrievalTask(Task):
         return self._whole_splits.split(name)
 
     # ---- model and weights ----------------------------------------------------------------
+
+    def run_info(self) -> dict:
+        return model_run_info("retrieval", self.config, self.tokenizer)
 
     def build_model(self):
         return RetrievalModel(self.config)

@@ -1,0 +1,270 @@
+"""A fine-tuned run as a Python object: answer questions, verify NLVR2 statements, rank images
+for a caption, and read the attention maps behind an answer.
+
+    from tools.predictor import Predictor
+    p = Predictor.from_run("snap/easyvqa/easyvqa/BEST", device="cpu")
+    image = p.image_from_file("shape.png")          # or p.image_from_features(tsv, img_id)
+    p.answer(image, ["What color is the shape?"])   # -> [[("red", 0.998), ("blue", 0.001), ...]]
+
+Everything the model needs besides the weights comes from the run's `run_info.json` (written
+next to BEST.pth/LAST.pth): the task, the model sizes, the vocabulary, the answer table and the
+feature files, whose `.extractor.npz` record says how a new image file is described.
+
+Probabilities. VQA/GQA heads are trained with a sigmoid (BCE) per answer, so the faithful
+number is each answer's own sigmoid score (`normalise="sigmoid"`, the default): scores of
+different answers are independent and need not sum to 1. `normalise="softmax"` rescales the
+logits over the answer table instead (sums to 1; the ranking is the same). NLVR2 and
+retrieval heads are 2-way softmax classifiers: P(true) and P(match) are their softmax.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from lxrt.config import LXRTConfig
+from lxrt.loading import load_finetuned, resolve_finetuned_path
+from lxrt.tokenization import LXRTTokenizer
+from tasks.common.features import FeatureStore, open_feature_store, read_manifest
+from tasks.common.model_setup import MAX_SEQ_LENGTH
+from tasks.common.tsv_format import normalise_boxes
+from tasks.qa.data import AnswerTable
+
+QA_TASKS = ("vqa", "gqa", "easyvqa")
+NORMALISATIONS = ("sigmoid", "softmax")
+
+
+class PredictorError(ValueError):
+    """Bad input to the predictor: the message says which file, id or value and why."""
+
+
+@dataclass
+class ImageInput:
+    """One image as the model sees it: regions and boxes, plus what drawing needs."""
+    img_id: str
+    feats: np.ndarray           # float32 [O, D]
+    boxes: np.ndarray           # float32 [O, 4], normalised x1, y1, x2, y2
+    img_h: int
+    img_w: int
+    path: Optional[str] = None  # the image file, when the image came as one
+
+    @property
+    def pixel_boxes(self) -> np.ndarray:
+        return self.boxes * np.array([self.img_w, self.img_h, self.img_w, self.img_h],
+                                     dtype=np.float32)
+
+
+def read_run_info(load: str | os.PathLike) -> tuple[Path, dict]:
+    """(checkpoint file, run_info.json's "task_info") of `--load snap/<task>/<name>/BEST`."""
+    try:
+        checkpoint = resolve_finetuned_path(load)
+    except FileNotFoundError as err:
+        raise PredictorError(str(err)) from None
+    info_path = checkpoint.parent / "run_info.json"
+    if not info_path.is_file():
+        raise PredictorError(f"{info_path}: missing; the predictor reads the task and model "
+                             f"sizes of {checkpoint} from the run_info.json of its run")
+    try:
+        info = json.loads(info_path.read_text())
+    except ValueError as err:
+        raise PredictorError(f"{info_path}: not valid JSON ({err})") from None
+    task_info = info.get("task_info") or {}
+    required = ["task", "model_config", "vocab_file"]
+    if task_info.get("task") in QA_TASKS:
+        required += ["num_answers", "ans2label", "label2ans"]
+    for key in required:
+        if key not in task_info:
+            raise PredictorError(f"{info_path}: no task_info.{key} (a run made before runs "
+                                 f"recorded it); run the test command once with --load "
+                                 f"{load} and --output {checkpoint.parent} to record it")
+    return checkpoint, task_info
+
+
+def build_task_model(task: str, config: LXRTConfig, task_info: dict) -> torch.nn.Module:
+    if task in QA_TASKS:
+        from tasks.qa.model import QAModel
+        return QAModel(config, int(task_info["num_answers"]))
+    if task == "nlvr2":
+        from tasks.nlvr2.model import NLVR2Model
+        return NLVR2Model(config)
+    if task == "retrieval":
+        from tasks.retrieval.model import RetrievalModel
+        return RetrievalModel(config)
+    raise PredictorError(f"run_info.json: unknown task {task!r}; known: "
+                         f"{list(QA_TASKS) + ['nlvr2', 'retrieval']}")
+
+
+def open_features(path: str | os.PathLike) -> FeatureStore:
+    """A feature TSV (converted to a store on first use) or a converted `.store` folder."""
+    path = Path(path)
+    if path.is_dir():
+        if read_manifest(path) is None:
+            raise PredictorError(f"--features {path}: not a converted feature store")
+        return FeatureStore(path)
+    if not path.is_file():
+        raise PredictorError(f"--features {path}: no such file")
+    return open_feature_store(path, progress=False)
+
+
+class Predictor:
+    def __init__(self, model: torch.nn.Module, task_info: dict, tokenizer: LXRTTokenizer,
+                 device: torch.device, checkpoint: Path):
+        self.model, self.task_info, self.tokenizer = model.eval(), task_info, tokenizer
+        self.task, self.device, self.checkpoint = task_info["task"], device, checkpoint
+        self.answers = None
+        if self.task in QA_TASKS:
+            self.answers = AnswerTable(task_info["ans2label"], task_info["label2ans"])
+
+    @classmethod
+    def from_run(cls, load: str | os.PathLike, device: str = "cpu") -> "Predictor":
+        checkpoint, task_info = read_run_info(load)
+        config = LXRTConfig.from_dict(task_info["model_config"])
+        model = build_task_model(task_info["task"], config, task_info)
+        try:
+            load_finetuned(model, checkpoint, config)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise PredictorError(
+                f"{checkpoint} does not fit the {task_info['task']} model of sizes "
+                f"{_sizes(config)} recorded in {checkpoint.parent / 'run_info.json'} (a "
+                f"checkpoint of another task or size?): {err}") from None
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise PredictorError(f"--device {device}: this machine has no CUDA GPU")
+        tokenizer = LXRTTokenizer(task_info["vocab_file"], MAX_SEQ_LENGTH)
+        return cls(model.to(device), task_info, tokenizer, device, checkpoint)
+
+    # ---- images ---------------------------------------------------------------------------
+
+    def image_from_file(self, path: str | os.PathLike) -> ImageInput:
+        """Describe an image file with the extractor the run's features were made with."""
+        from tools.extract_features import ImageFeaturizer, sidecar_path
+        if not Path(path).is_file():
+            raise PredictorError(f"--image {path}: no such file")
+        sidecars = [sidecar_path(f) for f in self.task_info.get("feature_files", [])]
+        found = [s for s in sidecars if s.is_file()]
+        if not found:
+            raise PredictorError(
+                f"--image needs the record of how this run's features were extracted "
+                f"(<features>.extractor.npz, written by tools.extract_features / tools.easyvqa);"
+                f" none next to {[str(s) for s in sidecars] or 'the run (no feature files)'}. "
+                f"Detector features cannot be recomputed here: use --features FILE --imgId ID")
+        row = ImageFeaturizer(found[0])(path)
+        return ImageInput(str(Path(path).stem), row.features,
+                          normalise_boxes(row.boxes, row.img_h, row.img_w), row.img_h,
+                          row.img_w, str(path))
+
+    def image_from_features(self, features: str | os.PathLike, img_id: str) -> ImageInput:
+        store = features if isinstance(features, FeatureStore) else open_features(features)
+        if img_id not in store:
+            raise PredictorError(f"--imgId {img_id!r}: not in {store.store_dir} "
+                                 f"({len(store)} images, e.g. {store.img_ids[:3]})")
+        feats, boxes = store[img_id]
+        h, w = store.image_size(img_id)
+        return ImageInput(img_id, feats, boxes, h, w)
+
+    # ---- text -----------------------------------------------------------------------------
+
+    def encode(self, sentences: Sequence[str]) -> dict:
+        """Token tensors cut to the longest sentence (as the evaluator's batches), plus tokens."""
+        if isinstance(sentences, str) or not sentences:
+            raise PredictorError("give at least one question/statement (a list of strings)")
+        for s in sentences:
+            if not isinstance(s, str) or not s.strip():
+                raise PredictorError(f"empty question/statement {s!r}")
+        batch = self.tokenizer.encode_batch(list(sentences), return_tokens=True)
+        length = int(batch.input_mask.sum(1).max())
+        out = {k: torch.from_numpy(getattr(batch, k)[:, :length]).to(self.device)
+               for k in ("input_ids", "token_position", "input_mask")}
+        out["tokens"] = batch.tokens
+        return out
+
+    def _visual(self, images: Sequence[ImageInput], repeat: int = 1):
+        feats = torch.from_numpy(np.stack([i.feats for i in images])).float().to(self.device)
+        boxes = torch.from_numpy(np.stack([i.boxes for i in images])).float().to(self.device)
+        expected = self.model.lxrt_encoder.config.visual_feat_dim
+        if feats.shape[-1] != expected:
+            raise PredictorError(f"image {images[0].img_id!r} has {feats.shape[-1]}-dim "
+                                 f"region features; this model takes {expected}")
+        return feats.repeat_interleave(repeat, 0), boxes.repeat_interleave(repeat, 0)
+
+    def _require(self, *tasks: str, what: str) -> None:
+        if self.task not in tasks:
+            raise PredictorError(f"{self.checkpoint} is a {self.task} model; {what} needs a "
+                                 f"{'/'.join(tasks)} model")
+
+    # ---- predictions ----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def answer_scores(self, image: ImageInput, questions: Sequence[str],
+                      normalise: str = "sigmoid") -> torch.Tensor:
+        """[Q, answers] probabilities of every answer for each question about `image`."""
+        self._require(*QA_TASKS, what="answering questions")
+        if normalise not in NORMALISATIONS:
+            raise PredictorError(f"normalise must be one of {NORMALISATIONS}, got {normalise!r}")
+        text = self.encode(questions)
+        feats, boxes = self._visual([image], len(questions))
+        logits = self.model(text["input_ids"], text["token_position"], text["input_mask"],
+                            feats, boxes).float().cpu()
+        return torch.sigmoid(logits) if normalise == "sigmoid" else logits.softmax(-1)
+
+    def answer(self, image: ImageInput, questions: Sequence[str], topk: int = 5,
+               normalise: str = "sigmoid") -> list[list[tuple[str, float]]]:
+        """For each question, its `topk` answers with probabilities, best first."""
+        if topk < 1:
+            raise PredictorError(f"topk must be at least 1, got {topk}")
+        scores = self.answer_scores(image, questions, normalise)
+        values, labels = scores.topk(min(topk, scores.shape[1]), dim=1)
+        return [[(self.answers.answer(int(i)), float(v)) for v, i in zip(vs, ls)]
+                for vs, ls in zip(values, labels)]
+
+    @torch.no_grad()
+    def verify(self, statements: Sequence[str], left: ImageInput,
+               right: ImageInput) -> list[tuple[bool, float]]:
+        """NLVR2: for each statement about the image pair, (true?, P(true))."""
+        self._require("nlvr2", what="verifying a statement about two images")
+        text = self.encode(statements)
+        feats, boxes = self._visual([left, right])
+        n = len(statements)
+        logits = self.model(text["input_ids"], text["token_position"], text["input_mask"],
+                            feats[None].expand(n, -1, -1, -1), boxes[None].expand(n, -1, -1, -1))
+        p_true = logits.float().softmax(-1)[:, 1].cpu()
+        return [(bool(p > 0.5), float(p)) for p in p_true]
+
+    @torch.no_grad()
+    def rank_images(self, caption: str, features: str | os.PathLike, topk: int = 5,
+                    batch_size: int = 256) -> list[tuple[str, float]]:
+        """Retrieval: the `topk` images of a feature file for `caption`, with P(match)."""
+        self._require("retrieval", what="ranking images for a caption")
+        store = features if isinstance(features, FeatureStore) else open_features(features)
+        text = self.encode([caption])
+        scores = []
+        for start in range(0, len(store), batch_size):
+            images = [self.image_from_features(store, i)
+                      for i in store.img_ids[start:start + batch_size]]
+            feats, boxes = self._visual(images)
+            b = len(images)
+            logits = self.model(*(text[k].expand(b, -1) for k in
+                                  ("input_ids", "token_position", "input_mask")), feats, boxes)
+            scores.append(logits.float().softmax(-1)[:, 1].cpu())
+        scores = torch.cat(scores)
+        values, order = scores.topk(min(topk, len(scores)))
+        return [(store.img_ids[int(i)], float(v)) for v, i in zip(values, order)]
+
+    # ---- attention ------------------------------------------------------------------------
+
+    def attention(self, image: ImageInput, sentence: str, layer: int = -1,
+                  head: Optional[int] = None, word: Optional[str] = None):
+        """The cross-modality attention behind one prediction (see tools.attention_map)."""
+        from tools.attention_map import read_attention
+        return read_attention(self, image, sentence, layer, head, word)
+
+
+def _sizes(config: LXRTConfig) -> str:
+    return (f"hidden {config.hidden_size}, {config.num_attention_heads} heads, layers "
+            f"{config.l_layers}/{config.x_layers}/{config.r_layers}, visual features "
+            f"{config.visual_feat_dim}")
