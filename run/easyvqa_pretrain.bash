@@ -5,7 +5,8 @@
 #    from each image's shape and colour, its questions as text) and the few-label splits
 #    easyvqa/train_<P>pct.json (the questions of P% of the train images);
 # 2. pre-trains with the three MSP stages (token, phrase, sentence) on the first images of the
-#    train feature file; unless EASYVQA_PRETRAIN_QA=1 the sentence stage leaves QA out and
+#    train feature file, with the feature regression as the only masked-region loss
+#    (--visualLosses feat: the grid features carry no detector labels); unless EASYVQA_PRETRAIN_QA=1 the sentence stage leaves QA out and
 #    reads the captions only (run/configs/easyvqa/sentence_captions.json), so no answer
 #    enters pre-training;
 # 3. for each P in EASYVQA_PERCENTS (default 1,5) fine-tunes twice with the same seed and the
@@ -39,19 +40,19 @@ if [[ "$devices" == "cpu" ]]; then
     stage_flags=(token "--imageLimit 1600 --epochs 1" phrase "--imageLimit 1600 --epochs 6"
                  sentence "--imageLimit 1600 --epochs 1")
     captions_epochs=4  # the captions-only sentence stage: a quarter of the sentences
-    pretrain=(--batchSize 64 --lr 5e-4)
+    pretrain=(--batchSize 64 --lr 5e-4 --visualLosses feat)
     finetune=(--batchSize 32 --lr 3e-4)
     finetune_steps=300
 else
     model=(--llayers 0 --xlayers 5 --rlayers 0 --numWorkers 4)
     stage_flags=(token "--epochs 5" phrase "--epochs 10" sentence "--epochs 5")
     captions_epochs=20
-    pretrain=(--batchSize 256 --lr 1e-4)
+    pretrain=(--batchSize 256 --lr 1e-4 --visualLosses feat)
     finetune=(--batchSize 32 --lr 1e-4)
     finetune_steps=1500
 fi
-sentence_config="$REPO_ROOT/run/configs/msp/sentence.json"
-sentence_extra=()
+sentence_config="$REPO_ROOT/run/configs/easyvqa/sentence_qa.json"
+sentence_extra=(--epochs "${EASYVQA_QA_EPOCHS:-1}")
 if [[ -z "${EASYVQA_PRETRAIN_QA:-}" ]]; then
     sentence_config="$REPO_ROOT/run/configs/easyvqa/sentence_captions.json"
     sentence_extra=(--epochs "$captions_epochs")
@@ -77,8 +78,10 @@ for (( i = 0; i < ${#stage_flags[@]}; i += 2 )); do
     init=(--init "$output/LAST")
 done
 pretrained="$run_dir/pretrain/sentence/LAST"
-if [[ -n "${EASYVQA_PRETRAIN_QA:-}" ]]; then load=(--loadLXMERTQA "$pretrained");
-else load=(--loadLXMERT "$pretrained"); fi
+# the encoder only, also after QA pre-training: the answer head trained with a softmax over
+# 9,500 answers gives all 13 easy-VQA answers large logits, and the sigmoid loss of
+# fine-tuning then starts near 60 instead of 7 and its first steps wreck the encoder
+load=(--loadLXMERT "$pretrained")
 pretrain_seconds=$(( $(date +%s) - started ))
 
 for percent in ${percents//,/ }; do

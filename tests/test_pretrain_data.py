@@ -355,6 +355,22 @@ def test_shipped_stage_configs_load(tmp_path):
     assert lxmert.weights() == [1, 0, 1, 1, 1, 1, 1]
 
 
+def test_easyvqa_qa_stage_trains_qa_on_every_example(setup):
+    """The easy-VQA proof's QA sentence stage reads the questions only and never pairs a
+    question with another image, so every example it draws carries an answer label."""
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "run" / "configs" / "easyvqa" / "sentence_qa.json"
+    stage = load_stage_config(path)
+    assert stage.has("qa") and not stage.has("itm") and stage.sentence_sources == ["questions"]
+    fields = {k: getattr(stage, k) for k in ("tasks", "text_unit", "masking", "sentence_sources")}
+    ds = dataset(setup, **fields)
+    c = ds.corpus
+    assert len(ds) > 0 and all(c.is_qa(int(s)) for s in ds.sentences)
+    labelled = [i for i in range(len(ds)) if len(c.answers(int(ds.sentences[i]))[0])]
+    assert labelled and all(int(ds[i]["ans"]) != -1 and int(ds[i]["matched_label"]) == 1
+                            for i in labelled)
+
+
 @pytest.mark.parametrize("content, key", [
     ({"tasks": ["mlm", "nsp"]}, "tasks"), ({"text_unit": "word"}, "text_unit"),
     ({"word_mask_rate": 1.5}, "word_mask_rate"), ({"epochs": 0}, "epochs"),
@@ -422,6 +438,26 @@ def test_tasks_flag_overrides_the_stage_and_bad_stages_stop_main(tmp_path):
     args = build_parser().parse_args(["--stage", str(tmp_path / "missing.json")])
     with pytest.raises(SystemExit, match="missing.json"):
         resolve_stage(args)
+
+
+def test_visual_losses_flag_keeps_only_the_named_region_losses():
+    """Grid features without detector labels (every region object 0, confidence 1) must not
+    train the obj/attr losses: their constant targets are met by driving the pooled output
+    into tanh saturation, the same vector for every image (the easy-VQA proof's pooler_f
+    varied by 4e-5 across images after 48 steps). --visualLosses feat turns them off."""
+    from pathlib import Path
+    from tasks.pretrain.main import build_parser, resolve_stage
+    token = str(Path(__file__).resolve().parents[1] / "run" / "configs" / "msp" / "token.json")
+    stage = resolve_stage(build_parser().parse_args(["--stage", token]))
+    assert stage.weights()[3:6] == [1.0, 1.0, 1.0]  # obj, attr, feat
+    stage = resolve_stage(build_parser().parse_args(["--stage", token, "--visualLosses", "feat"]))
+    assert stage.weights() == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    for bad in ("feat,box", ","):
+        with pytest.raises(SystemExit, match="--visualLosses"):
+            resolve_stage(build_parser().parse_args(["--stage", token, "--visualLosses", bad]))
+    launcher = (Path(__file__).resolve().parents[1] / "run" / "easyvqa_pretrain.bash").read_text()
+    recipes = [line for line in launcher.splitlines() if line.strip().startswith("pretrain=(")]
+    assert len(recipes) == 2 and all("--visualLosses feat" in line for line in recipes)
 
 
 def test_validation_replaces_regions_with_training_features(setup):

@@ -47,7 +47,28 @@ def build_parser():
                   "a number of your choice)")
     add_flag(g, "--tasks", default=None,
              help="comma-separated tasks overriding the stage's (mlm,obj,ifrs,itm,itm_hs,qa,topic)")
+    add_flag(g, "--visualLosses", dest="visual_losses", default=None,
+             help="comma-separated masked-region losses to train (of obj,attr,feat; the others "
+                  "get weight 0). Features without detector labels (tools.extract_features, "
+                  "easy-VQA: every region labelled object 0, attribute 0, confidence 1) need "
+                  "'feat': the constant obj/attr targets are met by pushing the pooled output "
+                  "into tanh saturation, which makes it the same for every image")
     return p
+
+
+VISUAL_LOSSES = ("obj", "attr", "feat")
+
+
+def apply_visual_losses(stage: StageConfig, spec: str) -> None:
+    """--visualLosses: zero the weight of every masked-region loss not named in `spec`."""
+    keep = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in keep if name not in VISUAL_LOSSES]
+    if unknown or not keep:
+        raise SystemExit(f"--visualLosses {spec!r}: expected a comma-separated subset of "
+                         f"{','.join(VISUAL_LOSSES)}")
+    for name in VISUAL_LOSSES:
+        if name not in keep:
+            stage.loss_weights[name] = 0.0
 
 
 def resolve_stage(args) -> StageConfig:
@@ -56,6 +77,8 @@ def resolve_stage(args) -> StageConfig:
         if args.tasks:
             stage.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
             stage.validate("--tasks")
+        if args.visual_losses:
+            apply_visual_losses(stage, args.visual_losses)
     except StageConfigError as err:
         raise SystemExit(str(err)) from None
     for flag, key in (("batch_size", "batch_size"), ("lr", "lr"), ("epochs", "epochs"),
