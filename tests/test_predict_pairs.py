@@ -7,21 +7,18 @@ import pytest
 
 from tasks.nlvr2.main import main as nlvr2_main
 from tasks.retrieval.main import main as retrieval_main
+from generated import common_flags
 from tools import predict
-from tools.make_data import make_data
 from tools.predictor import Predictor, PredictorError
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pairs") / "data"
-    make_data(out, images=8, dim=32, seed=0, small_model=True)
-    return out
+def root(generated_root_factory):
+    return generated_root_factory(images=8)
 
 
 def _common(root, out):
-    return ["--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"),
-            "--device", "cpu", "--numWorkers", "0", "--batchSize", "8", "--output", str(out)]
+    return common_flags(root, out, load_lxmert=False) + ["--batchSize", "8"]
 
 
 def test_nlvr2_verdicts_match_the_evaluator(root, tmp_path, capsys):

@@ -24,7 +24,6 @@ from tasks.qa.data import QADataset
 from tasks.qa.task import QATask
 from tasks.retrieval.data import load_hard_negatives
 from tasks.vqa.main import main as vqa_main
-from tools.make_data import make_data
 
 STEPS = 384 // 32  # VQA train+nominival examples of the generated root / batch
 TRAIN = ["--train", "train,nominival", "--valid", "minival", "--batchSize", "32", "--lr", "1e-3"]
@@ -106,18 +105,9 @@ def test_vqa_resume_at_the_last_step_of_an_epoch_runs_the_owed_validation(root, 
     assert summary["best_epoch"] in (0, 1)
 
 
-@pytest.fixture(scope="module")
-def nlvr2_root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("nlvr2") / "data"
-    make_data(out, images=16, dim=32, seed=0, small_model=True)
-    return out
-
-
-def test_nlvr2_resume_from_a_checkpoint_on_the_last_step(nlvr2_root, tmp_path):
+def test_nlvr2_resume_from_a_checkpoint_on_the_last_step(small_root, tmp_path):
     out = tmp_path / "nlvr2"
-    flags = ["--dataRoot", str(nlvr2_root), "--modelConfig", str(nlvr2_root / "bert_config.json"),
-             "--device", "cpu", "--numWorkers", "0", "--batchSize", "8", "--output", str(out),
-             "--loadLXMERT", str(nlvr2_root / "model"), "--epochs", "1"]
+    flags = common_flags(small_root, out) + ["--batchSize", "8", "--epochs", "1"]
     nlvr2_main(flags + ["--stopAfterSteps", "1000"])  # more than the run has: ends normally
     steps = torch.load(out / "resume.pth", weights_only=True)["global_step"]
     (out / "resume.pth").unlink()
