@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 TINY_IMG_NUM = 500   # LXMERT's --tiny / --fast image counts per feature file
 FAST_IMG_NUM = 5000
+MAX_NEGATIVE_DRAWS = 1000  # ITM negative draws before a corpus is declared too uniform
 
 # corpus name -> its feature file
 CORPUS_FEATURES = {
@@ -232,16 +233,30 @@ class PretrainDataset(TaskDataset):
     # ---- text ----------------------------------------------------------------------------
     def random_negative(self, image: int, rng) -> int:
         """A sentence of another image, uniform over the selected sentences (re-drawn until
-        the image differs, as LXMERT)."""
-        while True:
+        the image differs, as LXMERT; with `negatives_unlike_captions` also until the text
+        differs from each of the image's captions)."""
+        check_text = self.stage.negatives_unlike_captions
+        for _ in range(MAX_NEGATIVE_DRAWS):
             s = int(self.sentences[rng.integers(len(self.sentences))])
-            if self.corpus.sent_image[s] != image:
+            if self.corpus.sent_image[s] != image and not (
+                    check_text and self.reads_as_caption_of(image, s)):
                 return s
+        raise ValueError(f"no ITM negative for image {self.corpus.img_ids[image]!r} in "
+                         f"{MAX_NEGATIVE_DRAWS} draws: (nearly) every selected sentence "
+                         f"belongs to it or repeats one of its captions")
+
+    def reads_as_caption_of(self, image: int, s: int) -> bool:
+        """True when sentence `s` has the word pieces of one of `image`'s captions."""
+        c = self.corpus
+        ids = c.pieces(s)[0]
+        return any(np.array_equal(ids, c.pieces(t)[0])
+                   for t in range(int(c.img_sent[image]), int(c.img_captions[image])))
 
     def hard_negative(self, image: int, positive: int, rng) -> int:
         """A caption of one of the k nearest images (any sentence if it has no caption). A
-        near image often has a caption word for word the positive's (easy-VQA: the same shape
-        and colour); such a caption is no negative, so a random negative replaces it."""
+        near image often has a caption word for word the positive's or another of the
+        image's captions (easy-VQA: the same shape or colour); such a caption is no
+        negative, so a random negative replaces it."""
         c = self.corpus
         near = int(self.neighbors[image, rng.integers(self.neighbors.shape[1])])
         lo, hi = int(c.img_sent[near]), int(c.img_captions[near])
@@ -250,7 +265,8 @@ class PretrainDataset(TaskDataset):
         if hi <= lo or near == image:
             return self.random_negative(image, rng)
         chosen = int(rng.integers(lo, hi))
-        if np.array_equal(c.pieces(chosen)[0], c.pieces(positive)[0]):
+        if (np.array_equal(c.pieces(chosen)[0], c.pieces(positive)[0])
+                or self.reads_as_caption_of(image, chosen)):
             return self.random_negative(image, rng)
         return chosen
 

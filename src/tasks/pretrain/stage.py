@@ -64,6 +64,9 @@ class StageConfig:
     itm_negative_rate: float = 0.5
     hard_negative_fraction: float = 0.5
     hard_negative_k: int = 20
+    # a sentence that reads word for word like one of the image's own captions is no ITM
+    # negative (redrawn); LXMERT only redraws sentences of the same image
+    negatives_unlike_captions: bool = False
     span_geometric_p: float = 0.2
     span_min: int = 1
     span_max: int = 10
@@ -113,6 +116,9 @@ class StageConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 fail(key, f"expected a positive integer, got {value!r}")
+        if not isinstance(self.negatives_unlike_captions, bool):
+            fail("negatives_unlike_captions",
+                 f"expected true or false, got {self.negatives_unlike_captions!r}")
         if self.span_min > self.span_max:
             fail("span_min", f"{self.span_min} is larger than span_max {self.span_max}")
         if not isinstance(self.lr, (int, float)) or self.lr <= 0:
