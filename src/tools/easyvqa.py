@@ -229,8 +229,13 @@ def convert(data_root="data", grid: int = 6, dim: int = 2048, force: bool = Fals
 
 
 SHAPES = ("circle", "rectangle", "triangle")
+# Captions name both facts, or one of them: easy-VQA's yes/no questions ask about one ("Is
+# there a red shape?", "Is a circle present?"), so ITM on captions that name only the colour
+# or only the shape teaches the partial match those questions need.
 CAPTION_TEMPLATES = ("A {colour} {shape}.", "There is a {colour} {shape} in the image.",
                      "The image shows one {colour} {shape} on a plain background.")
+COLOUR_TEMPLATES = ("A {colour} shape.", "There is a {colour} shape in the image.")
+SHAPE_TEMPLATES = ("A {shape}.", "There is a {shape} in the image.")
 PRETRAIN_MINIVAL_FRACTION = 0.05
 
 
@@ -247,10 +252,16 @@ def image_facts(datums: list[dict]) -> dict[str, dict]:
 
 
 def captions(fact: dict) -> list[str]:
+    """The captions of one image: each template whose facts are known."""
     colour, shape = fact.get("colour"), fact.get("shape")
+    out = []
     if colour and shape:
-        return [t.format(colour=colour, shape=shape) for t in CAPTION_TEMPLATES]
-    return [f"A {colour} shape." if colour else f"A {shape}."] if (colour or shape) else []
+        out += [t.format(colour=colour, shape=shape) for t in CAPTION_TEMPLATES]
+    if colour:
+        out += [t.format(colour=colour) for t in COLOUR_TEMPLATES]
+    if shape:
+        out += [t.format(shape=shape) for t in SHAPE_TEMPLATES]
+    return out
 
 
 def pretraining_records(train: list[dict]) -> list[dict]:
