@@ -2,21 +2,22 @@
 # Does pre-training help? An end-to-end check on real images without downloads (easy-VQA):
 #   bash run/easyvqa_pretrain.bash GPU_ID|GPU_IDS|cpu NAME [flags for every run]
 # 1. converts easy-VQA and writes a pre-training corpus from its TRAIN images only (captions
-#    from each image's shape and colour, its questions as text) and the few-label splits
-#    easyvqa/train_<P>pct.json (the questions of P% of the train images);
-# 2. pre-trains with the three MSP stages (token, phrase, sentence) on the first images of the
-#    train feature file, with the feature regression as the only masked-region loss
-#    (--visualLosses feat: the grid features carry no detector labels); unless EASYVQA_PRETRAIN_QA=1 the sentence stage leaves QA out and
-#    reads the captions only (run/configs/easyvqa/sentence_captions.json), so no answer
-#    enters pre-training;
-# 3. for each P in EASYVQA_PERCENTS (default 1,5) fine-tunes twice with the same seed and the
-#    same number of steps, from the pre-trained encoder and from scratch, and scores the last
-#    weights on the test split (no model selection);
-# 4. prints the test-accuracy table and writes it to snap/easyvqa_pretrain/NAME/results.md
-#    (and results.json).
+#    from each image's shape and colour, its questions with their answers) and the few-label
+#    splits easyvqa/train_<P>pct.json (the questions of P% of the train images);
+# 2. pre-trains with the three MSP stages on the captions (token, phrase, sentence: MLM,
+#    masked regions with the feature regression as the only region loss, since the grid
+#    features carry no detector labels, IFRS, TITP, ITM with hard negatives, TITS), then,
+#    unless EASYVQA_PRETRAIN_QA=0, a QA stage on the pre-training images' questions (MLM and
+#    QA, LXMERT's QA task: these answers are labels the few-label arms do not get);
+# 3. for each P in EASYVQA_PERCENTS (default 1,5) and each seed in EASYVQA_SEEDS (default
+#    9595,1) fine-tunes with the same flags, seed and number of steps from scratch, from the
+#    captions-only encoder (no answer seen) and from the encoder after the QA stage, and
+#    scores the last weights on the test split (no model selection);
+# 4. prints the table (means over the seeds, per question type) and writes it to
+#    snap/easyvqa_pretrain/NAME/results.md (and results.json).
 # On the CPU it uses a small model (run/configs/easyvqa_cpu.json, 2 cross-modality layers)
-# and one intra-op thread (OMP_NUM_THREADS; on a shared 2-core machine one thread ran 5x faster
-# than two); about 20 minutes on 2 cores.
+# and every core (set OMP_NUM_THREADS=1 on a machine shared with other jobs: there one
+# thread ran faster than two); about 20 minutes on 2 cores.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/pretrain_stage.sh"
@@ -25,6 +26,7 @@ devices=$1
 name=$2
 data_root="${LXRT_DATA_ROOT:-data}"
 percents="${EASYVQA_PERCENTS:-1,5}"
+seeds="${EASYVQA_SEEDS:-9595,1}"
 run_dir="snap/easyvqa_pretrain/$name"
 mkdir -p "$run_dir"
 started=$(date +%s)
@@ -33,75 +35,78 @@ python -m tools.easyvqa --data-root "$data_root" --pretraining --few-label-perce
     ${EASYVQA_CONVERT_FLAGS:-}
 
 if [[ "$devices" == "cpu" ]]; then
-    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
     model=(--modelConfig "$REPO_ROOT/run/configs/easyvqa_cpu.json" --llayers 0 --xlayers 2
            --rlayers 0 --numWorkers 0)
-    # per stage: images read from the feature file, epochs (about 250 steps of 64 each)
-    stage_flags=(token "--imageLimit 1600 --epochs 1" phrase "--imageLimit 1600 --epochs 6"
-                 sentence "--imageLimit 1600 --epochs 1")
-    captions_epochs=4  # the captions-only sentence stage: a quarter of the sentences
+    # per stage: images read from the feature file, epochs (about 100 steps of 64 each for
+    # the caption stages, 205 for the QA stage)
+    stage_flags=(token "--imageLimit 1600 --epochs 3" phrase "--imageLimit 1600 --epochs 2"
+                 sentence "--imageLimit 1600 --epochs 6" qa "--imageLimit 1600 --epochs 3")
     pretrain=(--batchSize 64 --lr 5e-4 --visualLosses feat)
-    finetune=(--batchSize 32 --lr 3e-4)
+    finetune=(--batchSize 32 --lr 1e-4)
     finetune_steps=300
 else
     model=(--llayers 0 --xlayers 5 --rlayers 0 --numWorkers 4)
-    stage_flags=(token "--epochs 5" phrase "--epochs 10" sentence "--epochs 5")
-    captions_epochs=20
+    stage_flags=(token "--epochs 10" phrase "--epochs 10" sentence "--epochs 20" qa "--epochs 10")
     pretrain=(--batchSize 256 --lr 1e-4 --visualLosses feat)
     finetune=(--batchSize 32 --lr 1e-4)
     finetune_steps=1500
 fi
-sentence_config="$REPO_ROOT/run/configs/easyvqa/sentence_qa.json"
-sentence_extra=(--epochs "${EASYVQA_QA_EPOCHS:-1}")
-if [[ -z "${EASYVQA_PRETRAIN_QA:-}" ]]; then
-    sentence_config="$REPO_ROOT/run/configs/easyvqa/sentence_captions.json"
-    sentence_extra=(--epochs "$captions_epochs")
-fi
+stage_configs=(token "easyvqa/token_captions.json" phrase "msp/phrase.json"
+               sentence "easyvqa/sentence_captions.json" qa "easyvqa/sentence_qa.json")
+arms=(scratch captions)
+if [[ "${EASYVQA_PRETRAIN_QA:-1}" != 0 ]]; then arms+=(qa); else stage_flags=("${stage_flags[@]:0:6}"); fi
 
 init=()
 for (( i = 0; i < ${#stage_flags[@]}; i += 2 )); do
     stage=${stage_flags[i]}
     output="$run_dir/pretrain/$stage"
-    config="$REPO_ROOT/run/configs/msp/$stage.json"
-    extra=()
-    if [[ "$stage" == sentence ]]; then config=$sentence_config; extra=(${sentence_extra[@]+"${sentence_extra[@]}"}); fi
+    config="$REPO_ROOT/run/configs/${stage_configs[i+1]}"
     if [[ -f "$output/stage_done" ]]; then
         echo "stage $stage already finished in $output"
     else
         # shellcheck disable=SC2206  # the stage's flags are separate words
         pretrain_stage "$devices" "$output" --stage "$config" \
             --dataRoot "$data_root" --train easyvqa_train --valid easyvqa_minival \
-            ${init[@]+"${init[@]}"} "${model[@]}" "${pretrain[@]}" ${stage_flags[i+1]} \
-            ${extra[@]+"${extra[@]}"} "${@:3}"
+            ${init[@]+"${init[@]}"} "${model[@]}" "${pretrain[@]}" ${stage_flags[i+1]} "${@:3}"
         [[ -n "${LXRT_DRY_RUN:-}" ]] || touch "$output/stage_done"
     fi
     init=(--init "$output/LAST")
 done
-pretrained="$run_dir/pretrain/sentence/LAST"
-# the encoder only, also after QA pre-training: the answer head trained with a softmax over
-# 9,500 answers gives all 13 easy-VQA answers large logits, and the sigmoid loss of
-# fine-tuning then starts near 60 instead of 7 and its first steps wreck the encoder
-load=(--loadLXMERT "$pretrained")
 pretrain_seconds=$(( $(date +%s) - started ))
 
+# the encoder only: the pre-training answer head was trained with a softmax over 9,500
+# answers, which gives all 13 easy-VQA answers large logits, and the sigmoid loss of
+# fine-tuning then starts near 60 instead of 7 and its first steps wreck the encoder
+weights_of() {
+    case $1 in
+        scratch) echo --fromScratch ;;
+        captions) echo --loadLXMERT "$run_dir/pretrain/sentence/LAST" ;;
+        qa) echo --loadLXMERT "$run_dir/pretrain/qa/LAST" ;;
+    esac
+}
 for percent in ${percents//,/ }; do
     split="train_${percent}pct"
     # the same number of optimizer steps for every fraction: epochs from the question count
     epochs=$(python -c "import json,sys; n=len(json.load(open(sys.argv[1]))); \
 print(max(1, round($finetune_steps * ${finetune[1]} / n)))" "$data_root/easyvqa/$split.json")
-    for start in pretrained scratch; do
-        output="$run_dir/finetune/${split}_$start"
-        mkdir -p "$output"
-        if [[ "$start" == pretrained ]]; then weights=("${load[@]}"); else weights=(--fromScratch); fi
-        launch "$devices" tasks.vqa.main --task easyvqa --dataRoot "$data_root" \
-            --train "$split" --valid "" "${weights[@]}" --optim bert "${model[@]}" \
-            "${finetune[@]}" --epochs "$epochs" --output "$output" "${@:3}"
-        launch "$devices" tasks.vqa.main --task easyvqa --dataRoot "$data_root" \
-            --train "" --valid "" --test test --load "$output/LAST" "${model[@]}" \
-            --output "$output" "${@:3}"
+    for seed in ${seeds//,/ }; do
+        for arm in "${arms[@]}"; do
+            output="$run_dir/finetune/${split}_${arm}_seed$seed"
+            [[ ! -f "$output/test_done" ]] || continue
+            mkdir -p "$output"
+            # shellcheck disable=SC2046  # the weight flags are separate words
+            launch "$devices" tasks.vqa.main --task easyvqa --dataRoot "$data_root" \
+                --train "$split" --valid "" $(weights_of "$arm") --optim bert "${model[@]}" \
+                "${finetune[@]}" --epochs "$epochs" --seed "$seed" --output "$output" "${@:3}"
+            launch "$devices" tasks.vqa.main --task easyvqa --dataRoot "$data_root" \
+                --train "" --valid "" --test test --load "$output/LAST" "${model[@]}" \
+                --output "$output" "${@:3}"
+            [[ -n "${LXRT_DRY_RUN:-}" ]] || touch "$output/test_done"
+        done
     done
 done
 [[ -z "${LXRT_DRY_RUN:-}" ]] || exit 0
 
-python -m tools.easyvqa_report "$run_dir" --percents "$percents" \
+python -m tools.easyvqa_report "$run_dir" --percents "$percents" --seeds "$seeds" \
+    --arms "$(IFS=,; echo "${arms[*]}")" --test-json "$data_root/easyvqa/test.json" \
     --pretrain-seconds "$pretrain_seconds" --total-seconds $(( $(date +%s) - started ))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -270,6 +271,45 @@ def test_a_hard_negative_never_repeats_the_positive_text(setup):
         del c.pieces
 
 
+def test_negatives_unlike_captions_never_read_as_one_of_the_images_captions(setup):
+    """A caption such as "A red shape." fits every red image: with the stage field set, no
+    ITM negative (random or hard) repeats any caption of the positive's image."""
+    ds = dataset(setup, tasks=["mlm", "itm", "itm_hs"], negatives_unlike_captions=True)
+    c = ds.corpus
+    first = int(ds.sentences[0])
+    image = int(c.sent_image[first])
+    own = [int(t) for t in range(c.img_sent[image], c.img_captions[image])]
+    assert len(own) >= 2, "the generated image has several captions"
+    others = [int(s) for s in ds.sentences if c.sent_image[s] != image]
+    copies = set(others[::2])  # half the other sentences read as the image's second caption
+    original = c.pieces
+
+    def pieces(t):
+        return original(own[1]) if t in copies else original(t)
+    c.pieces = pieces
+    try:
+        for seed in range(300):
+            rng = np.random.default_rng(seed)
+            for negative in (ds.random_negative(image, rng), ds.hard_negative(image, first, rng)):
+                assert negative not in copies and c.sent_image[negative] != image
+        # without the field LXMERT's rule holds: only the image is checked
+        ds.stage.negatives_unlike_captions = False
+        drawn = {ds.random_negative(image, np.random.default_rng(s)) for s in range(300)}
+        assert drawn & copies
+    finally:
+        del c.pieces
+        ds.stage.negatives_unlike_captions = True
+
+
+def test_a_corpus_without_possible_negatives_is_an_error_not_a_hang(setup):
+    ds = dataset(setup, tasks=["mlm", "itm"])
+    c = ds.corpus
+    image = int(c.sent_image[int(ds.sentences[0])])
+    ds.sentences = ds.sentences[c.sent_image[ds.sentences] == image]
+    with pytest.raises(ValueError, match="no ITM negative for image"):
+        ds.random_negative(image, np.random.default_rng(0))
+
+
 def test_qa_answers_follow_their_scores():
     answers, scores = np.array([3, 7, 9]), np.array([0.9, 0.3, 0.3], dtype=np.float32)
     draws = [text.sample_answer(answers, scores, np.random.default_rng(s)) for s in range(10000)]
@@ -353,6 +393,13 @@ def test_shipped_stage_configs_load(tmp_path):
     assert stages["sentence"].has("itm_hs") and stages["sentence"].has("qa")
     lxmert = load_stage_config(base / "lxmert_pretrain.json")
     assert lxmert.weights() == [1, 0, 1, 1, 1, 1, 1]
+    assert not any(s.negatives_unlike_captions for s in (*stages.values(), lxmert))
+    easy = {p.stem: load_stage_config(p) for p in (base / "easyvqa").glob("*.json")}
+    assert easy["token_captions"].sentence_sources == ["captions"]
+    assert easy["sentence_captions"].negatives_unlike_captions
+    launcher = (base.parent / "easyvqa_pretrain.bash").read_text()
+    named = re.findall(r'"((?:easyvqa|msp)/\w+\.json)"', launcher)
+    assert len(named) == 4 and all((base / n).is_file() for n in named)
 
 
 def test_easyvqa_qa_stage_trains_qa_on_every_example(setup):
@@ -375,7 +422,7 @@ def test_easyvqa_qa_stage_trains_qa_on_every_example(setup):
     ({"tasks": ["mlm", "nsp"]}, "tasks"), ({"text_unit": "word"}, "text_unit"),
     ({"word_mask_rate": 1.5}, "word_mask_rate"), ({"epochs": 0}, "epochs"),
     ({"loss_weights": {"mlm": -1}}, "loss_weights"), ({"tasks": ["itm_hs"]}, "tasks"),
-    ({"batchsize": 3}, "batchsize"),
+    ({"batchsize": 3}, "batchsize"), ({"negatives_unlike_captions": 1}, "negatives_unlike_captions"),
 ])
 def test_bad_stage_configs_name_file_and_key(tmp_path, content, key):
     path = tmp_path / "bad_stage.json"
@@ -412,7 +459,10 @@ def test_easyvqa_corpus_uses_train_images_only(tmp_path):
         assert ids <= train_ids and not ids & seen
         seen |= ids
         r = records[0]
-        assert r["sentf"]["easyvqa_caption"][0] == "A teal circle."
+        assert r["sentf"]["easyvqa_caption"] == [
+            "A teal circle.", "There is a teal circle in the image.",
+            "The image shows one teal circle on a plain background.", "A teal shape.",
+            "There is a teal shape in the image.", "A circle.", "There is a circle in the image."]
         assert r["labelf"]["easyvqa"] == [{"teal": 1.0}, {"circle": 1.0}, {"no": 1.0}]
     assert seen == train_ids
     smaller: set = set()

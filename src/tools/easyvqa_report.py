@@ -1,12 +1,15 @@
 """The table of run/easyvqa_pretrain.bash: easy-VQA test accuracy after fine-tuning on few
-labels, from the pre-trained encoder and from scratch.
+labels, from scratch and from each pre-trained encoder.
 
-    python -m tools.easyvqa_report snap/easyvqa_pretrain/NAME --percents 1,5
+    python -m tools.easyvqa_report snap/easyvqa_pretrain/NAME --percents 1,5 --seeds 9595,1
+        [--arms scratch,captions,qa] [--test-json data/easyvqa/test.json]
         [--pretrain-seconds S] [--total-seconds S]
 
-Reads RUN/finetune/train_<P>pct_{pretrained,scratch}/ (the test record of metrics.jsonl and
-the step count of resume.pth) and RUN/pretrain/<stage>/ (the last epoch's figures), prints
-the table and writes it to RUN/results.md and RUN/results.json with the date and machine.
+Reads RUN/finetune/train_<P>pct_<ARM>_seed<S>/ (the test record of metrics.jsonl, the step
+count of resume.pth and, with --test-json, test_predict.json for the accuracy per question
+type) and RUN/pretrain/<stage>/ (the last epoch's figures), prints the table (means over the
+seeds; a gain is an arm's mean minus the scratch mean) and writes it to RUN/results.md and
+RUN/results.json with the date and machine.
 """
 from __future__ import annotations
 
@@ -22,7 +25,10 @@ import torch
 
 from tasks.common.run_folder import read_metrics
 
-STAGES = ("token", "phrase", "sentence")
+STAGES = ("token", "phrase", "sentence", "qa")
+ARM_NAMES = {"scratch": "from scratch", "captions": "pre-trained on captions",
+             "qa": "pre-trained, then QA"}
+SHAPES = {"circle", "rectangle", "triangle"}
 
 
 def epoch_records(metrics: Path) -> list[dict]:
@@ -72,32 +78,87 @@ def machine() -> str:
     return text + (f", load average {load[0]:.1f} at the end" if load else "")
 
 
-def report(run: Path, percents: list[str], pretrain_seconds=None, total_seconds=None) -> dict:
+def question_kind(answer: str) -> str:
+    return "yes/no" if answer in ("yes", "no") else "shape" if answer in SHAPES else "colour"
+
+
+def accuracy_by_kind(folder: Path, test_json: Path) -> dict:
+    """Accuracy (%) of test_predict.json per question kind (yes/no, colour, shape)."""
+    gold = {d["question_id"]: max(d["label"], key=d["label"].get)
+            for d in json.loads(test_json.read_text())}
+    hits: dict[str, list] = {}
+    for p in json.loads((folder / "test_predict.json").read_text()):
+        answer = gold[p["question_id"]]
+        hits.setdefault(question_kind(answer), []).append(p["answer"] == answer)
+    return {k: round(100 * sum(v) / len(v), 2) for k, v in sorted(hits.items())}
+
+
+def arm_result(run: Path, percent: str, arm: str, seeds: list[str], test_json) -> dict:
+    runs = []
+    for seed in seeds:
+        folder = run / "finetune" / f"train_{percent}pct_{arm}_seed{seed}"
+        result = finetune_result(folder)
+        if test_json is not None:
+            result["by_kind"] = accuracy_by_kind(folder, test_json)
+        runs.append({"seed": seed, **result})
+    mean = sum(r["accuracy"] for r in runs) / len(runs)
+    out = {"accuracy": round(mean, 2), "runs": runs, "steps": runs[0]["steps"],
+           "questions": runs[0]["questions"]}
+    if test_json is not None:
+        out["by_kind"] = {k: round(sum(r["by_kind"][k] for r in runs) / len(runs), 2)
+                          for k in runs[0]["by_kind"]}
+    return out
+
+
+def report(run: Path, percents: list[str], seeds: list[str], arms: list[str],
+           test_json=None, pretrain_seconds=None, total_seconds=None) -> dict:
+    if "scratch" not in arms:
+        raise SystemExit(f"--arms {','.join(arms)}: the scratch arm is the baseline, name it")
     rows = []
     for percent in percents:
-        arms = {start: finetune_result(run / "finetune" / f"train_{percent}pct_{start}")
-                for start in ("pretrained", "scratch")}
-        rows.append({"percent": percent, **arms,
-                     "gain": round(arms["pretrained"]["accuracy"] - arms["scratch"]["accuracy"], 2)})
+        results = {arm: arm_result(run, percent, arm, seeds, test_json) for arm in arms}
+        gains = {arm: round(results[arm]["accuracy"] - results["scratch"]["accuracy"], 2)
+                 for arm in arms if arm != "scratch"}
+        rows.append({"percent": percent, "arms": results, "gains": gains})
     stages = {s: stage_summary(run / "pretrain" / s) for s in STAGES
               if (run / "pretrain" / s / "metrics.jsonl").is_file()}
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": machine(), "rows": rows, "pretrain": stages,
-            "pretrain_seconds": pretrain_seconds, "total_seconds": total_seconds}
+            "machine": machine(), "seeds": seeds, "arms": arms, "rows": rows,
+            "pretrain": stages, "pretrain_seconds": pretrain_seconds,
+            "total_seconds": total_seconds}
+
+
+def _cell(result: dict) -> str:
+    runs = " / ".join(f"{r['accuracy']:.2f}" for r in result["runs"])
+    return f"{result['accuracy']:.2f} ({runs})" if len(result["runs"]) > 1 else runs
 
 
 def markdown(result: dict) -> str:
-    lines = ["| labelled train questions | steps | from scratch | pre-trained | gain |",
-             "|---|---|---|---|---|"]
+    arms = result["arms"]
+    lines = ["| labelled train questions | steps | "
+             + " | ".join(ARM_NAMES.get(a, a) for a in arms) + " | "
+             + " | ".join(f"gain, {ARM_NAMES.get(a, a)}" for a in arms if a != "scratch") + " |",
+             "|---|---|" + "---|" * (2 * len(arms) - 1)]
     for row in result["rows"]:
-        scratch, pre = row["scratch"], row["pretrained"]
-        lines.append(f"| {row['percent']}% of the images | {pre['steps']} | "
-                     f"{scratch['accuracy']:.2f} | {pre['accuracy']:.2f} | "
-                     f"{row['gain']:+.2f} |")
+        cells = [_cell(row["arms"][a]) for a in arms]
+        gains = [f"{row['gains'][a]:+.2f}" for a in arms if a != "scratch"]
+        steps = row["arms"]["scratch"]["steps"]
+        lines.append(f"| {row['percent']}% of the images | {steps} | " + " | ".join(cells + gains) + " |")
+    first = result["rows"][0]["arms"]["scratch"]
     lines.append("")
-    lines.append(f"easy-VQA test accuracy (%, {result['rows'][0]['scratch']['questions']} "
-                 f"questions), last weights; {result['date']}; {result['machine']}.")
+    lines.append(f"easy-VQA test accuracy (%, {first['questions']} questions) of the last "
+                 f"weights, mean over seeds {', '.join(result['seeds'])} (each seed in "
+                 f"brackets); {result['date']}; {result['machine']}.")
+    if "by_kind" in first:
+        lines.append("")
+        lines.append("By question kind (mean over the seeds):")
+        for row in result["rows"]:
+            for arm in arms:
+                kinds = row["arms"][arm]["by_kind"]
+                lines.append(f"- {row['percent']}%, {ARM_NAMES.get(arm, arm)}: "
+                             + ", ".join(f"{k} {v:.1f}" for k, v in kinds.items()))
     if result["pretrain_seconds"] is not None:
+        lines.append("")
         lines.append(f"Pre-training {result['pretrain_seconds'] / 60:.1f} min, all "
                      f"{(result['total_seconds'] or 0) / 60:.1f} min.")
     for stage, info in result["pretrain"].items():
@@ -111,11 +172,18 @@ def main(argv=None) -> int:
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--percents", default="1,5")
+    ap.add_argument("--seeds", default="9595", help="comma-separated fine-tuning seeds")
+    ap.add_argument("--arms", default="scratch,captions,qa",
+                    help="comma-separated starts: scratch and the pre-trained encoders")
+    ap.add_argument("--test-json", type=Path, default=None,
+                    help="easyvqa/test.json: adds the accuracy per question kind")
     ap.add_argument("--pretrain-seconds", type=int, default=None)
     ap.add_argument("--total-seconds", type=int, default=None)
     args = ap.parse_args(argv)
-    percents = [p.strip() for p in args.percents.split(",") if p.strip()]
-    result = report(args.run, percents, args.pretrain_seconds, args.total_seconds)
+    def items(text):
+        return [p.strip() for p in text.split(",") if p.strip()]
+    result = report(args.run, items(args.percents), items(args.seeds), items(args.arms),
+                    args.test_json, args.pretrain_seconds, args.total_seconds)
     text = markdown(result)
     (args.run / "results.md").write_text(text)
     (args.run / "results.json").write_text(json.dumps(result, indent=2) + "\n")
