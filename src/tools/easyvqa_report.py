@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from tasks.common.run_folder import read_metrics
+from tools.easyvqa import SHAPES, YES_NO
 
 STAGES = ("token", "phrase", "sentence", "qa")
 ARM_NAMES = {"scratch": "from scratch", "captions": "pre-trained on captions",
              "qa": "pre-trained, then QA"}
-SHAPES = {"circle", "rectangle", "triangle"}
 
 
 def epoch_records(metrics: Path) -> list[dict]:
@@ -79,13 +79,17 @@ def machine() -> str:
 
 
 def question_kind(answer: str) -> str:
-    return "yes/no" if answer in ("yes", "no") else "shape" if answer in SHAPES else "colour"
+    return "yes/no" if answer in YES_NO else "shape" if answer in SHAPES else "colour"
 
 
-def accuracy_by_kind(folder: Path, test_json: Path) -> dict:
-    """Accuracy (%) of test_predict.json per question kind (yes/no, colour, shape)."""
-    gold = {d["question_id"]: max(d["label"], key=d["label"].get)
+def gold_answers(test_json: Path) -> dict:
+    """question_id -> the best-scored answer of easyvqa/test.json."""
+    return {d["question_id"]: max(d["label"], key=d["label"].get)
             for d in json.loads(test_json.read_text())}
+
+
+def accuracy_by_kind(folder: Path, gold: dict) -> dict:
+    """Accuracy (%) of test_predict.json per question kind (yes/no, colour, shape)."""
     hits: dict[str, list] = {}
     for p in json.loads((folder / "test_predict.json").read_text()):
         answer = gold[p["question_id"]]
@@ -93,18 +97,18 @@ def accuracy_by_kind(folder: Path, test_json: Path) -> dict:
     return {k: round(100 * sum(v) / len(v), 2) for k, v in sorted(hits.items())}
 
 
-def arm_result(run: Path, percent: str, arm: str, seeds: list[str], test_json) -> dict:
+def arm_result(run: Path, percent: str, arm: str, seeds: list[str], gold) -> dict:
     runs = []
     for seed in seeds:
         folder = run / "finetune" / f"train_{percent}pct_{arm}_seed{seed}"
         result = finetune_result(folder)
-        if test_json is not None:
-            result["by_kind"] = accuracy_by_kind(folder, test_json)
+        if gold is not None:
+            result["by_kind"] = accuracy_by_kind(folder, gold)
         runs.append({"seed": seed, **result})
     mean = sum(r["accuracy"] for r in runs) / len(runs)
     out = {"accuracy": round(mean, 2), "runs": runs, "steps": runs[0]["steps"],
            "questions": runs[0]["questions"]}
-    if test_json is not None:
+    if gold is not None:
         out["by_kind"] = {k: round(sum(r["by_kind"][k] for r in runs) / len(runs), 2)
                           for k in runs[0]["by_kind"]}
     return out
@@ -114,9 +118,10 @@ def report(run: Path, percents: list[str], seeds: list[str], arms: list[str],
            test_json=None, pretrain_seconds=None, total_seconds=None) -> dict:
     if "scratch" not in arms:
         raise SystemExit(f"--arms {','.join(arms)}: the scratch arm is the baseline, name it")
+    gold = gold_answers(test_json) if test_json is not None else None
     rows = []
     for percent in percents:
-        results = {arm: arm_result(run, percent, arm, seeds, test_json) for arm in arms}
+        results = {arm: arm_result(run, percent, arm, seeds, gold) for arm in arms}
         gains = {arm: round(results[arm]["accuracy"] - results["scratch"]["accuracy"], 2)
                  for arm in arms if arm != "scratch"}
         rows.append({"percent": percent, "arms": results, "gains": gains})
