@@ -39,35 +39,41 @@ if [[ "$devices" == "cpu" ]]; then
            --rlayers 0 --numWorkers 0)
     # per stage: images read from the feature file, epochs (about 100 steps of 64 each for
     # the caption stages, 205 for the QA stage)
-    stage_flags=(token "--imageLimit 1600 --epochs 3" phrase "--imageLimit 1600 --epochs 2"
-                 sentence "--imageLimit 1600 --epochs 6" qa "--imageLimit 1600 --epochs 3")
+    stage_epochs=(3 2 6 3)
+    limit=(--imageLimit 1600)
     pretrain=(--batchSize 64 --lr 5e-4 --visualLosses feat)
     finetune=(--batchSize 32 --lr 1e-4)
     finetune_steps=300
 else
     model=(--llayers 0 --xlayers 5 --rlayers 0 --numWorkers 4)
-    stage_flags=(token "--epochs 10" phrase "--epochs 10" sentence "--epochs 20" qa "--epochs 10")
+    stage_epochs=(10 10 20 10)
+    limit=()
     pretrain=(--batchSize 256 --lr 1e-4 --visualLosses feat)
     finetune=(--batchSize 32 --lr 1e-4)
     finetune_steps=1500
 fi
-stage_configs=(token "easyvqa/token_captions.json" phrase "msp/phrase.json"
-               sentence "easyvqa/sentence_captions.json" qa "easyvqa/sentence_qa.json")
+# the stages in order, each with its config under run/configs/
+stages=(token phrase sentence qa)
+configs=(easyvqa/token_captions.json msp/phrase.json easyvqa/sentence_captions.json
+         easyvqa/sentence_qa.json)
 arms=(scratch captions)
-if [[ "${EASYVQA_PRETRAIN_QA:-1}" != 0 ]]; then arms+=(qa); else stage_flags=("${stage_flags[@]:0:6}"); fi
+if [[ "${EASYVQA_PRETRAIN_QA:-1}" != 0 ]]; then
+    arms+=(qa)
+else
+    stages=("${stages[@]:0:3}")
+fi
 
 init=()
-for (( i = 0; i < ${#stage_flags[@]}; i += 2 )); do
-    stage=${stage_flags[i]}
+for i in "${!stages[@]}"; do
+    stage=${stages[i]}
     output="$run_dir/pretrain/$stage"
-    config="$REPO_ROOT/run/configs/${stage_configs[i+1]}"
     if [[ -f "$output/stage_done" ]]; then
         echo "stage $stage already finished in $output"
     else
-        # shellcheck disable=SC2206  # the stage's flags are separate words
-        pretrain_stage "$devices" "$output" --stage "$config" \
+        pretrain_stage "$devices" "$output" --stage "$REPO_ROOT/run/configs/${configs[i]}" \
             --dataRoot "$data_root" --train easyvqa_train --valid easyvqa_minival \
-            ${init[@]+"${init[@]}"} "${model[@]}" "${pretrain[@]}" ${stage_flags[i+1]} "${@:3}"
+            ${init[@]+"${init[@]}"} "${model[@]}" "${pretrain[@]}" \
+            ${limit[@]+"${limit[@]}"} --epochs "${stage_epochs[i]}" "${@:3}"
         [[ -n "${LXRT_DRY_RUN:-}" ]] || touch "$output/stage_done"
     fi
     init=(--init "$output/LAST")

@@ -398,7 +398,8 @@ def test_shipped_stage_configs_load(tmp_path):
     assert easy["token_captions"].sentence_sources == ["captions"]
     assert easy["sentence_captions"].negatives_unlike_captions
     launcher = (base.parent / "easyvqa_pretrain.bash").read_text()
-    named = re.findall(r'"((?:easyvqa|msp)/\w+\.json)"', launcher)
+    configs = re.search(r"^configs=\(([^)]*)\)", launcher, re.M).group(1)
+    named = configs.split()
     assert len(named) == 4 and all((base / n).is_file() for n in named)
 
 

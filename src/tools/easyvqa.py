@@ -239,11 +239,16 @@ SHAPE_TEMPLATES = ("A {shape}.", "There is a {shape} in the image.")
 PRETRAIN_MINIVAL_FRACTION = 0.05
 
 
+def best_answer(label: dict):
+    """The highest-scored answer of a datum's label dict (None when it is empty)."""
+    return max(label, key=label.get) if label else None
+
+
 def image_facts(datums: list[dict]) -> dict[str, dict]:
     """img_id -> {"shape", "colour"} from the answers of its open (non yes/no) questions."""
     facts: dict[str, dict] = {}
     for d in datums:
-        answer = max(d["label"], key=d["label"].get) if d["label"] else None
+        answer = best_answer(d["label"])
         if answer is None or answer in YES_NO:
             continue
         key = "shape" if answer in SHAPES else "colour"

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from tasks.common.run_folder import read_metrics
-from tools.easyvqa import SHAPES, YES_NO
+from tools.easyvqa import SHAPES, YES_NO, best_answer
 
 STAGES = ("token", "phrase", "sentence", "qa")
 ARM_NAMES = {"scratch": "from scratch", "captions": "pre-trained on captions",
@@ -84,8 +84,7 @@ def question_kind(answer: str) -> str:
 
 def gold_answers(test_json: Path) -> dict:
     """question_id -> the best-scored answer of easyvqa/test.json."""
-    return {d["question_id"]: max(d["label"], key=d["label"].get)
-            for d in json.loads(test_json.read_text())}
+    return {d["question_id"]: best_answer(d["label"]) for d in json.loads(test_json.read_text())}
 
 
 def accuracy_by_kind(folder: Path, gold: dict) -> dict:
@@ -148,7 +147,8 @@ def markdown(result: dict) -> str:
         cells = [_cell(row["arms"][a]) for a in arms]
         gains = [f"{row['gains'][a]:+.2f}" for a in arms if a != "scratch"]
         steps = row["arms"]["scratch"]["steps"]
-        lines.append(f"| {row['percent']}% of the images | {steps} | " + " | ".join(cells + gains) + " |")
+        lines.append(f"| {row['percent']}% of the images | {steps} | "
+                     + " | ".join(cells + gains) + " |")
     first = result["rows"][0]["arms"]["scratch"]
     lines.append("")
     lines.append(f"easy-VQA test accuracy (%, {first['questions']} questions) of the last "
