@@ -1,6 +1,7 @@
 # Shared by the pre-training launchers (sourced, not run).
 # pretrain_stage DEVICES OUTPUT FLAGS...: one pre-training run into OUTPUT with the recipe's
-# fixed flags; before a multi-process start it builds the corpus index and the other caches
+# fixed flags (the layers, BertAdam, clipping at 1.0; the warmup, epochs, lr and batch size
+# come from the stage config unless FLAGS give them); before a multi-process start it builds the corpus index and the other caches
 # once (--prepareOnly), so the processes do not race to write them.
 pretrain_stage() {
     local devices=$1 output=$2
@@ -12,6 +13,6 @@ pretrain_stage() {
     fi
     launch "$devices" tasks.pretrain.main \
         --llayers 0 --xlayers 5 --rlayers 0 \
-        --optim bert --warmup 0.05 --clipNorm 1.0 \
+        --optim bert --clipNorm 1.0 \
         --tqdm --output "$output" "$@"
 }

@@ -491,6 +491,32 @@ def test_tasks_flag_overrides_the_stage_and_bad_stages_stop_main(tmp_path):
         resolve_stage(args)
 
 
+def test_a_stage_configs_warmup_reaches_the_run(tmp_path):
+    """The launchers pass no --warmup of their own: the stage config's warmup is the run's,
+    unless the command line gives one (defaults < stage config < command line)."""
+    import os
+    import shlex
+    import subprocess
+    from pathlib import Path
+    from tasks.pretrain.main import build_parser, resolve_stage
+    repo = Path(__file__).resolve().parents[1]
+    config = tmp_path / "warm.json"
+    config.write_text(json.dumps({"tasks": ["mlm"], "warmup": 0.2}))
+    env = dict(os.environ, LXRT_DRY_RUN="1")
+    done = subprocess.run(["bash", str(repo / "run" / "pretrain.bash"), "cpu", "w", "--stage",
+                           str(config)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    argv = shlex.split(done.stdout.split("python -m tasks.pretrain.main", 1)[1])
+    assert "--warmup" not in argv
+    args = build_parser().parse_args(argv)
+    resolve_stage(args)
+    assert args.warmup == 0.2
+    args = build_parser().parse_args(argv + ["--warmup", "0.1"])
+    resolve_stage(args)
+    assert args.warmup == 0.1
+
+
 def test_visual_losses_flag_keeps_only_the_named_region_losses():
     """Grid features without detector labels (every region object 0, confidence 1) must not
     train the obj/attr losses: their constant targets are met by driving the pooled output

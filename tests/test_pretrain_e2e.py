@@ -59,7 +59,8 @@ def test_each_stage_writes_checkpoints_and_per_task_figures(chain, stage, losses
     out = chain / stage
     weights = {p.name for p in out.glob("*.pth")}
     # the authors' files only: no BEST.pth / LAST.pth copies in the trainer's layout
-    assert weights == {"Epoch00_LXRT.pth", "LAST_LXRT.pth", "BEST_EVAL_LOSS_LXRT.pth",
+    # numbered from 1 as LXMERT (Epoch01 after the first epoch, metrics.jsonl's epoch 0)
+    assert weights == {"Epoch01_LXRT.pth", "LAST_LXRT.pth", "BEST_EVAL_LOSS_LXRT.pth",
                        "resume.pth"}
     record = read_metrics(out / "metrics.jsonl")[-1]
     assert {k for k in record["train"] if k.endswith("_loss")} == losses
@@ -104,9 +105,10 @@ def test_resume_in_the_middle_of_a_stage_is_exact(root, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     pretrain_main(flags(root, full, "sentence", "--epochs", "2"))
     pretrain_main(flags(root, cut, "sentence", "--epochs", "2", "--stopAfterSteps", "12"))
-    assert not (cut / "Epoch01_LXRT.pth").exists()
+    assert not (cut / "Epoch02_LXRT.pth").exists()
     pretrain_main(flags(root, cut, "sentence", "--epochs", "2", "--resume"))
-    for name in ("LAST_LXRT.pth", "BEST_EVAL_LOSS_LXRT.pth", "Epoch00_LXRT.pth"):
+    for name in ("LAST_LXRT.pth", "BEST_EVAL_LOSS_LXRT.pth", "Epoch01_LXRT.pth",
+                 "Epoch02_LXRT.pth"):
         a = torch.load(full / name, weights_only=True)
         b = torch.load(cut / name, weights_only=True)
         assert all(torch.equal(a[k], b[k]) for k in a), name
@@ -183,6 +185,50 @@ def test_two_process_ddp_with_grad_accumulation(root, tmp_path):
     assert math.isfinite(record["valid"]["loss"]) and record["train"]["matched_loss"] > 0
     assert (tmp_path / "ddp" / "BEST_EVAL_LOSS_LXRT.pth").is_file()
     assert len(list(cache.glob("corpus-*"))) == 2  # train and valid, built once each
+    # the validation loss of two processes (16 examples per batch each) is that of one
+    # process scoring the same weights 5 examples at a time
+    again = validation_loss(flags(root, tmp_path / "one", "sentence",
+                                  "--init", str(tmp_path / "ddp" / "LAST")), eval_batch=5)
+    assert again == pytest.approx(record["valid"]["loss"], rel=1e-5)
+
+
+def validation_loss(argv: list[str], eval_batch: int) -> float:
+    """The validation loss of the weights --init names, scored in this process."""
+    from tasks.common.trainer import Trainer
+    from tasks.pretrain.main import build_parser, resolve_stage
+    from tasks.pretrain.task import PretrainTask
+    args = build_parser().parse_args(argv + ["--evalBatchSize", str(eval_batch)])
+    task = PretrainTask(args, resolve_stage(args))
+    task.train_dataset()  # the replacement region features come from the training set
+    trainer = Trainer(args, task)
+    try:
+        return trainer.task.evaluate(trainer, trainer.prepare_model(), args.valid).score
+    finally:
+        trainer.close()
+
+
+def test_validation_loss_is_the_whole_split_as_one_batch(chain, root, tmp_path):
+    """Each loss is averaged over every item it labels in the split, whatever the evaluation
+    batch: the same figure at 3, 7 and all examples per batch, and equal to the weighted
+    losses of one forward pass over the whole split (LXMERT's loss with one batch)."""
+    from tasks.pretrain.main import build_parser, resolve_stage
+    from tasks.pretrain.task import PretrainTask, build_labels
+    argv = flags(root, tmp_path / "v", "sentence", "--init", str(chain / "sentence" / "LAST"))
+    args = build_parser().parse_args(argv)
+    task = PretrainTask(args, resolve_stage(args))
+    task.train_dataset()
+    valid = task.valid_dataset()
+    batch = torch.utils.data.default_collate([valid[i] for i in range(len(valid))])
+    model = task.build_model().eval()
+    load_full(model, chain / "sentence" / "LAST")
+    labels, present, positions = build_labels(batch, task.config.topic_size)
+    with torch.no_grad():
+        out = model(batch["input_ids"], batch["token_position"], batch["input_mask"],
+                    batch["feats"], batch["boxes"], labels=labels, mlm_positions=positions)
+    whole = float((out.losses[0] * task.weights * present).sum())
+    for size, name in ((3, "a"), (7, "b"), (len(valid), "c")):
+        argv = flags(root, tmp_path / name, "sentence", "--init", str(chain / "sentence" / "LAST"))
+        assert validation_loss(argv, size) == pytest.approx(whole, rel=1e-5), size
 
 
 def test_a_loss_score_improves_downwards_and_reads_as_a_loss():

@@ -75,7 +75,8 @@ def format_score(score: float, is_loss: bool) -> str:
 class CheckpointFiles:
     """The weight files the trainer writes in the output folder for a task: `best` on a
     strictly better validation score, `last` after every epoch, and, when set, `per_epoch`
-    (a format string with `{epoch}`) after every epoch too."""
+    after every epoch too: a format string with `{number}`, the epoch counted from 1 (the
+    first epoch writes Epoch01 as LXMERT; `{epoch}`, counted from 0, is metrics.jsonl's)."""
     best: str = "BEST.pth"
     last: str = "LAST.pth"
     per_epoch: Optional[str] = None
@@ -472,7 +473,7 @@ class Trainer:
         """The task's checkpoint files of every epoch: LAST.pth, and maybe one per epoch."""
         files = self.task.checkpoint_files
         if files.per_epoch:
-            self._save_weights(model, files.per_epoch.format(epoch=epoch))
+            self._save_weights(model, files.per_epoch.format(epoch=epoch, number=epoch + 1))
         self._save_weights(model, files.last)
 
     def _end_of_epoch(self, model, optimizer, valid_split, state: TrainState) -> None:

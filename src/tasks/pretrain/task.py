@@ -72,11 +72,24 @@ def hits_and_counts(out, batch: dict, mlm_positions: torch.Tensor) -> dict:
         return {k: (h.sum().float(), n.sum().float()) for k, (h, n) in pairs.items()}
 
 
+def labelled_items(batch: dict, mlm_positions: torch.Tensor) -> torch.Tensor:
+    """How many items each of the 7 losses averages over in this batch, in LOSS_NAMES order:
+    the masked pieces (MLM), the examples (topic), the labelled pairs (ITM), the regions
+    (obj, attr, feat: their means run over every region, weighted inside), the answered
+    questions (QA). A loss's batch mean times this count is its sum over the items."""
+    mlm = batch["masked_lm_labels"][:, : mlm_positions.shape[1]][mlm_positions]
+    examples = torch.tensor(float(batch["input_ids"].shape[0]), device=mlm.device)
+    regions = examples * batch["feat_mask"].shape[1]
+    return torch.stack([(mlm != -1).sum().float(), examples,
+                        (batch["matched_label"] != -1).sum().float(), regions, regions, regions,
+                        (batch["ans"] != -1).sum().float()])
+
+
 class PretrainTask(Task):
     name = "pretrain"
     # the authors' file names and layout: --loadLXMERT OUTPUT/BEST_EVAL_LOSS fine-tunes from it
     checkpoint_files = CheckpointFiles(best="BEST_EVAL_LOSS_LXRT.pth", last="LAST_LXRT.pth",
-                                       per_epoch="Epoch{epoch:02d}_LXRT.pth")
+                                       per_epoch="Epoch{number:02d}_LXRT.pth")  # Epoch01..
     score_is_loss = True  # the validation loss selects BEST_EVAL_LOSS
 
     def __init__(self, args, stage: StageConfig):
@@ -185,30 +198,45 @@ class PretrainTask(Task):
 
     # ---- validation ----------------------------------------------------------------------
     def evaluate(self, trainer, model, split: str) -> EvalResult:
+        """The validation loss: each loss averaged over every item it labels in the whole
+        split (masked pieces for MLM, answered questions for QA, examples for ITM and the
+        topic, regions for the visual losses), then summed with the stage's weights. That is
+        LXMERT's loss with the split as one batch; it does not depend on the evaluation batch
+        size or the number of processes (LXMERT averages its batch losses, which does)."""
         dataset = self.valid_dataset() if split == self.args.valid else \
             self._dataset(split, min(self.stage.valid_images, self._topk() or 10 ** 9), 0)
 
         def step(m, batch):
-            out, losses, present, positions, loss = self.forward(m, batch)
+            out, losses, present, positions, _ = self.forward(m, batch)
             b = batch["input_ids"].shape[0]
+            items = labelled_items(batch, positions) * present
             counts = hits_and_counts(out, batch, positions)
-            row = torch.cat([torch.ones(1, device=loss.device), loss[None], losses * present,
-                             present, torch.stack([v for pair in counts.values() for v in pair])])
+            row = torch.cat([losses * items, items,
+                             torch.stack([v for pair in counts.values() for v in pair])])
             return {"batch": row[None].expand(b, -1) / b}  # summed over items: the row once
 
         totals = trainer.predict(model, dataset, step, desc=f"valid {split}")["batch"]
         totals = totals.double().sum(0)
         k = len(LOSS_NAMES)
-        stats = {"loss_" + n: totals[2 + i] for i, n in enumerate(LOSS_NAMES)}
-        stats.update({"batches_" + n: totals[2 + k + i] for i, n in enumerate(LOSS_NAMES)})
+        sums, items = totals[:k], totals[k:2 * k]
+        means = torch.where(items > 0, sums / items.clamp(min=1), torch.zeros_like(sums))
+        valid_loss = float((means * self.weights.double()).sum())
+        metrics = {"loss": valid_loss}
+        for i, name in enumerate(LOSS_NAMES):
+            if self.weights[i] > 0 and items[i] > 0:
+                metrics[f"{name}_loss"] = float(means[i])
         for i, name in enumerate(ACCURACIES):
-            stats[f"hits_{name}"] = totals[2 + 2 * k + 2 * i]
-            stats[f"count_{name}"] = totals[3 + 2 * k + 2 * i]
-        valid_loss = float(totals[1] / totals[0].clamp(min=1))  # mean over batches, as LXMERT
-        metrics = {"loss": valid_loss, **self._summary(stats)}
+            hits, count = float(totals[2 * k + 2 * i]), float(totals[2 * k + 2 * i + 1])
+            if count and self._scored(name):
+                metrics[f"{name}_acc"] = hits / count
         log.info("valid %s: loss %.4f %s", split, valid_loss,
                  " ".join(f"{a} {b:.4f}" for a, b in metrics.items() if a != "loss"))
         return EvalResult(score=valid_loss, metrics=metrics)
+
+    def run_info(self) -> dict:
+        """The stage as run (the config file's fields after --tasks/--visualLosses; the
+        recipe flags it fed, such as the warmup, are in run_info.json's args)."""
+        return {"task": "pretrain", "stage": self.stage.to_dict()}
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint_state(self, model) -> dict:
