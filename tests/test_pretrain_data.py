@@ -393,6 +393,8 @@ def test_shipped_stage_configs_load(tmp_path):
     assert stages["sentence"].has("itm_hs") and stages["sentence"].has("qa")
     lxmert = load_stage_config(base / "lxmert_pretrain.json")
     assert lxmert.weights() == [1, 0, 1, 1, 1, 1, 1]
+    paper = load_stage_config(base / "lxmert_pretrain_paper.json")
+    assert paper.weights(9) == [1, 0, 1, 1, 1, 1, 0] and paper.weights(10) == lxmert.weights()
     assert not any(s.negatives_unlike_captions for s in (*stages.values(), lxmert))
     easy = {p.stem: load_stage_config(p) for p in (base / "easyvqa").glob("*.json")}
     assert easy["token_captions"].sentence_sources == ["captions"]
@@ -419,11 +421,21 @@ def test_easyvqa_qa_stage_trains_qa_on_every_example(setup):
                             for i in labelled)
 
 
+def test_a_task_that_starts_later_has_no_training_weight_before_its_epoch():
+    stage = StageConfig(tasks=["mlm", "obj", "itm", "qa"], task_start_epochs={"qa": 10}).validate()
+    assert stage.weights(9) == [1, 0, 1, 1, 1, 1, 0] and stage.weights(10) == [1, 0, 1, 1, 1, 1, 1]
+    assert stage.weights() == stage.weights(10) and stage.tasks_of_epoch(0) == ["mlm", "obj", "itm"]
+    both = StageConfig(tasks=["obj", "ifrs"], task_start_epochs={"ifrs": 1}).validate()
+    assert both.weights(0) == both.weights(1)  # obj already trains the region losses
+
+
 @pytest.mark.parametrize("content, key", [
     ({"tasks": ["mlm", "nsp"]}, "tasks"), ({"text_unit": "word"}, "text_unit"),
     ({"word_mask_rate": 1.5}, "word_mask_rate"), ({"epochs": 0}, "epochs"),
     ({"loss_weights": {"mlm": -1}}, "loss_weights"), ({"tasks": ["itm_hs"]}, "tasks"),
     ({"batchsize": 3}, "batchsize"), ({"negatives_unlike_captions": 1}, "negatives_unlike_captions"),
+    ({"task_start_epochs": {"topic": 1}}, "task_start_epochs"),
+    ({"task_start_epochs": {"qa": -1}}, "task_start_epochs"),
 ])
 def test_bad_stage_configs_name_file_and_key(tmp_path, content, key):
     path = tmp_path / "bad_stage.json"

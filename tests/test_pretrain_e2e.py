@@ -117,6 +117,28 @@ def test_resume_in_the_middle_of_a_stage_is_exact(root, tmp_path):
     assert ra[-1]["best"] == rb[-1]["best"] and ra[-1]["best_epoch"] == rb[-1]["best_epoch"]
 
 
+def test_a_task_starts_in_its_start_epoch_and_is_validated_throughout(root, tmp_path):
+    """LXMERT's paper schedule (QA only in the last epochs) as a stage field: the first epoch
+    trains without QA, the second with it; validation scores QA in both, so the losses that
+    pick BEST_EVAL_LOSS stay comparable."""
+    stage = json.loads((CONFIGS / "msp" / "sentence.json").read_text())
+    stage["task_start_epochs"] = {"qa": 1}
+    config = tmp_path / "late_qa.json"
+    config.write_text(json.dumps(stage))
+    argv = flags(root, tmp_path / "run", "sentence", "--epochs", "2")
+    argv[argv.index("--stage") + 1] = str(config)
+    pretrain_main(argv)
+    first, second = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert "qa_loss" not in first["train"] and "qa_acc" not in first["train"]
+    assert "mlm_loss" in first["train"] and second["train"]["qa_loss"] > 0
+    assert "qa_loss" in first["valid"] and "qa_loss" in second["valid"]
+    paper = json.loads((CONFIGS / "lxmert_pretrain_paper.json").read_text())
+    code = json.loads((CONFIGS / "lxmert_pretrain.json").read_text())
+    assert paper["task_start_epochs"] == {"qa": 10} and paper["epochs"] == code["epochs"] == 20
+    assert {k: v for k, v in paper.items() if k not in ("_about", "name", "task_start_epochs")} \
+        == {k: v for k, v in code.items() if k not in ("_about", "name")}
+
+
 def test_resume_refuses_another_stage(root, tmp_path):
     out = tmp_path / "run"
     pretrain_main(flags(root, out, "token", "--stopAfterSteps", "2"))

@@ -87,6 +87,10 @@ def resolve_stage(args) -> StageConfig:
             setattr(args, flag, getattr(stage, key))
     if args.warmup is None:
         args.warmup = stage.warmup
+    for task, start in stage.task_start_epochs.items():
+        if start >= args.epochs:
+            log.warning("task %s starts in epoch %d (task_start_epochs) but the run has %d "
+                        "epochs: it is never trained", task, start, args.epochs)
     return stage
 
 

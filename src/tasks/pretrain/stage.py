@@ -70,15 +70,27 @@ class StageConfig:
     span_geometric_p: float = 0.2
     span_min: int = 1
     span_max: int = 10
+    # task -> the first epoch (counted from 0) that trains it; before it the task's losses
+    # get weight 0 in training. Validation scores every task of the stage in every epoch.
+    # LXMERT's paper: {"qa": 10} (QA in the last 10 of 20 epochs; its code trains QA in all)
+    task_start_epochs: dict = field(default_factory=dict)
 
     # ---- derived ---------------------------------------------------------------------------
     def has(self, task: str) -> bool:
         return task in self.tasks
 
-    def weights(self) -> list[float]:
-        """One weight per loss of LXRTPretraining, in its order."""
-        on = {loss for task in self.tasks for loss in TASK_LOSSES[task]}
-        return [float(self.loss_weights.get(name, 1.0 if name in on else 0.0))
+    def tasks_of_epoch(self, epoch: Optional[int] = None) -> list:
+        """The tasks trained in `epoch` (None: every task of the stage)."""
+        return [t for t in self.tasks
+                if epoch is None or self.task_start_epochs.get(t, 0) <= epoch]
+
+    def weights(self, epoch: Optional[int] = None) -> list[float]:
+        """One weight per loss of LXRTPretraining, in its order; with `epoch`, the losses of
+        tasks that start later are 0 (unless a task already started also has them)."""
+        on = {loss for task in self.tasks_of_epoch(epoch) for loss in TASK_LOSSES[task]}
+        later = {loss for task in self.tasks for loss in TASK_LOSSES[task]} - on
+        return [0.0 if name in later else float(self.loss_weights.get(name, 1.0 if name in on
+                                                                      else 0.0))
                 for name in LOSS_NAMES]
 
     def to_dict(self) -> dict:
@@ -116,6 +128,15 @@ class StageConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 fail(key, f"expected a positive integer, got {value!r}")
+        if not isinstance(self.task_start_epochs, dict):
+            fail("task_start_epochs", "expected an object {task: first epoch, from 0}")
+        for task, start in self.task_start_epochs.items():
+            if task not in self.tasks:
+                fail("task_start_epochs", f"{task!r} is not one of the stage's tasks "
+                                          f"{self.tasks}")
+            if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+                fail("task_start_epochs", f"{task}: expected an epoch number >= 0 (counted "
+                                          f"from 0), got {start!r}")
         if not isinstance(self.negatives_unlike_captions, bool):
             fail("negatives_unlike_captions",
                  f"expected true or false, got {self.negatives_unlike_captions!r}")

@@ -158,16 +158,22 @@ class PretrainTask(Task):
         return self._valid
 
     # ---- loss ----------------------------------------------------------------------------
-    def forward(self, model, batch: dict):
+    def training_epoch(self) -> int:
+        """The epoch in training (the trainer sets it on the training set)."""
+        return self._train.epoch if self._train is not None else 0
+
+    def forward(self, model, batch: dict, weights: torch.Tensor):
         labels, present, positions = build_labels(batch, self.config.topic_size)
         out = model(batch["input_ids"], batch["token_position"], batch["input_mask"],
                     batch["feats"], batch["boxes"], labels=labels, mlm_positions=positions)
         losses = out.losses[0].float()
-        weights = self.weights.to(losses.device) * present
+        weights = weights.to(losses.device) * present
         return out, losses, present, positions, (losses * weights).sum()
 
     def compute_loss(self, model, batch):
-        out, losses, present, positions, loss = self.forward(model, batch)
+        """The training loss: the stage's tasks that have started (`task_start_epochs`)."""
+        weights = torch.tensor(self.stage.weights(self.training_epoch()))
+        out, losses, present, positions, loss = self.forward(model, batch, weights)
         stats = {f"loss_{n}": losses[k].detach() * present[k] for k, n in enumerate(LOSS_NAMES)}
         stats.update({f"batches_{n}": present[k] for k, n in enumerate(LOSS_NAMES)})
         for name, (hits, count) in hits_and_counts(out, batch, positions).items():
@@ -175,23 +181,25 @@ class PretrainTask(Task):
         return loss, stats
 
     def _summary(self, stats: dict) -> dict:
-        """Mean loss per task over the batches that had its labels, and accuracies."""
+        """Mean loss per trained task over the batches that had its labels, and accuracies."""
         out = {}
+        weights = self.stage.weights(self.training_epoch())
         for k, name in enumerate(LOSS_NAMES):
             n = float(stats[f"batches_{name}"])
-            if self.stage.weights()[k] > 0 and n:  # left out when no batch had its labels
+            if weights[k] > 0 and n:  # left out when no batch had its labels
                 out[f"{name}_loss"] = float(stats[f"loss_{name}"]) / n
         for name in ACCURACIES:
             n = float(stats[f"count_{name}"])
-            if n and self._scored(name):
+            if n and self._scored(name, self.training_epoch()):
                 out[f"{name}_acc"] = float(stats[f"hits_{name}"]) / n
         return out
 
-    def _scored(self, name: str) -> bool:
-        task = {"mlm": "mlm", "itm": "itm", "qa": "qa"}.get(name)
-        if task is not None:
-            return self.stage.has(task)
-        return self.stage.has("obj") or self.stage.has("ifrs")
+    def _scored(self, name: str, epoch=None) -> bool:
+        """Whether accuracy `name` belongs to a task of the stage (started by `epoch`)."""
+        tasks = self.stage.tasks_of_epoch(epoch)
+        if name in ("mlm", "itm", "qa"):
+            return name in tasks
+        return "obj" in tasks or "ifrs" in tasks
 
     def epoch_metrics(self, stats: dict, samples: int) -> dict:
         return self._summary(stats)
@@ -200,14 +208,15 @@ class PretrainTask(Task):
     def evaluate(self, trainer, model, split: str) -> EvalResult:
         """The validation loss: each loss averaged over every item it labels in the whole
         split (masked pieces for MLM, answered questions for QA, examples for ITM and the
-        topic, regions for the visual losses), then summed with the stage's weights. That is
+        topic, regions for the visual losses), then summed with the stage's weights, every
+        task of the stage included (also one that starts later in training). That is
         LXMERT's loss with the split as one batch; it does not depend on the evaluation batch
         size or the number of processes (LXMERT averages its batch losses, which does)."""
         dataset = self.valid_dataset() if split == self.args.valid else \
             self._dataset(split, min(self.stage.valid_images, self._topk() or 10 ** 9), 0)
 
         def step(m, batch):
-            out, losses, present, positions, _ = self.forward(m, batch)
+            out, losses, present, positions, _ = self.forward(m, batch, self.weights)
             b = batch["input_ids"].shape[0]
             items = labelled_items(batch, positions) * present
             counts = hits_and_counts(out, batch, positions)
