@@ -366,6 +366,60 @@ def test_phrases_are_noun_chunks_with_their_own_positions(setup):
     assert text.rule_noun_chunks("a man riding a horse on the beach".split()) == [(0, 2), (3, 5), (6, 8)]
 
 
+def test_the_token_unit_is_the_content_words_with_their_own_positions(setup):
+    """text_unit token: the caption's content words alone (never the function words a
+    sentence's grammar gives away), each word one position from 2; sentence keeps all."""
+    _, tok, _, _, vocab = setup
+    enc = tok.encode("A man riding a horse on the beach, skateboarding.", return_tokens=True)
+    n = int(enc.input_mask[0].sum())
+    ids = enc.input_ids[0, 1:n - 1]
+    got, pos = text.content_words(ids, vocab.continuation, vocab.id_to_token)
+    skate = tok.tokenize("skateboarding")[0]
+    assert [vocab.id_to_token[int(i)] for i in got] == ["man", "riding", "horse", "beach", *skate]
+    assert pos.tolist() == [2, 3, 4, 5] + [6] * len(skate)
+    assert text.content_words(ids[:1], vocab.continuation, vocab.id_to_token) is None  # "a"
+    token = dataset(setup, tasks=["mlm"], text_unit="token", sentence_sources=["captions"])
+    sentence = dataset(setup, tasks=["mlm"], sentence_sources=["captions"])
+    shorter = 0
+    for i in range(0, len(token), 5):
+        a, b = token[i], sentence[i]
+        ids, _ = token.corpus.pieces(int(token.sentences[i]))
+        words = text.content_words(ids, vocab.continuation, vocab.id_to_token)
+        want = words[0] if words is not None else ids
+        n = int(a["input_mask"].sum()) - 2
+        labels = a["masked_lm_labels"][1:n + 1].numpy()
+        assert np.array_equal(np.where(labels >= 0, labels, want), want)  # labels are its pieces
+        assert int(b["input_mask"].sum()) - 2 == len(ids)
+        shorter += n < len(ids)
+    assert shorter > len(range(0, len(token), 5)) // 2
+
+
+def test_the_topic_of_a_mismatched_pair_is_the_images_own_sentence(setup):
+    _, _, _, _, vocab = setup
+    for where in ("image", "text"):
+        ds = dataset(setup, tasks=["mlm", "itm", "topic"], mismatched_topic=where)
+        mismatched = 0
+        for i in range(len(ds)):
+            item = ds[i]
+            shown = int(item["text_sentence"])
+            source = shown if item["matched_label"] == 1 or where == "text" \
+                else int(ds.sentences[i])
+            mismatched += item["matched_label"] == 0
+            want = text.content_piece_ids(ds.corpus.pieces(source)[0], vocab.continuation,
+                                          vocab.id_to_token)
+            topic = item["topic_ids"].numpy()
+            assert np.array_equal(np.sort(topic[topic >= 0]), want), (where, i)
+        assert mismatched > len(ds) // 4
+
+
+def test_the_token_stage_reads_captions_only():
+    from pathlib import Path
+    base = Path(__file__).resolve().parents[1] / "run" / "configs"
+    for path in (base / "msp" / "token.json", base / "easyvqa" / "token_captions.json"):
+        stage = load_stage_config(path)
+        assert stage.text_unit == "token" and stage.sentence_sources == ["captions"], path
+
+
 # ---- determinism ----------------------------------------------------------------------------
 
 def test_items_depend_on_seed_epoch_index_only(setup):
@@ -436,6 +490,7 @@ def test_a_task_that_starts_later_has_no_training_weight_before_its_epoch():
     ({"batchsize": 3}, "batchsize"), ({"negatives_unlike_captions": 1}, "negatives_unlike_captions"),
     ({"task_start_epochs": {"topic": 1}}, "task_start_epochs"),
     ({"task_start_epochs": {"qa": -1}}, "task_start_epochs"),
+    ({"mismatched_topic": "caption"}, "mismatched_topic"),
 ])
 def test_bad_stage_configs_name_file_and_key(tmp_path, content, key):
     path = tmp_path / "bad_stage.json"

@@ -271,9 +271,15 @@ class PretrainDataset(TaskDataset):
         return chosen
 
     def text_of(self, s: int, rng) -> tuple[np.ndarray, np.ndarray]:
+        """The text of sentence `s` in the stage's unit: the sentence, its content words
+        (token; the whole sentence when it has none), or a noun chunk (phrase)."""
         ids, pos = self.corpus.pieces(s)
         st = self.stage
-        if st.text_unit == "phrase" and rng.random() < st.phrase_prob:
+        if st.text_unit == "token":
+            words = text.content_words(ids, self.vocab.continuation, self.vocab.id_to_token)
+            if words is not None:
+                ids, pos = words
+        elif st.text_unit == "phrase" and rng.random() < st.phrase_prob:
             offsets, bounds = self.phrases
             a, b = int(offsets[s]), int(offsets[s + 1])
             if b > a:
@@ -301,7 +307,7 @@ class PretrainDataset(TaskDataset):
         out["masked_lm_labels"][1: n + 1] = labels
         return out
 
-    def topic_ids(self, ids, pos) -> np.ndarray:
+    def topic_ids(self, ids) -> np.ndarray:
         """Content piece ids of the (unmasked) text, padded with -1 to max_len."""
         out = np.full(self.max_len, text.IGNORE, dtype=np.int64)
         if self.stage.has("topic"):
@@ -371,7 +377,12 @@ class PretrainDataset(TaskDataset):
             text_s = (self.hard_negative(image, s, rng) if hard
                       else self.random_negative(image, rng))
         ids, pos = self.text_of(text_s, rng)
-        topic = self.topic_ids(ids, pos)
+        # the topic of a mismatched pair: the image's own sentence (the one the negative
+        # replaced), or the shown text (`mismatched_topic`)
+        if matched or st.mismatched_topic == "text":
+            topic = self.topic_ids(ids)
+        else:
+            topic = self.topic_ids(c.pieces(s)[0])
         masked_ids, labels = self.mask_text(ids, pos, rng)
         item = self.pad(masked_ids, pos, labels)
         item.update(self.visual(image, rng))

@@ -15,7 +15,14 @@ Tasks:
   itm_hs  ITM where part of the negatives are captions of nearest images (needs itm)
   qa      answer the matched QA-source questions (LXMERT's 9,500 answers)
   topic   multi-hot of the text's content word pieces from the pooled output (TITP on
-          phrases, TITS on whole captions)
+          phrases, TITS on whole captions; on a mismatched ITM pair see mismatched_topic)
+
+Text units:
+  sentence  the sentence as written (LXMERT)
+  token     its content words alone, each with its own position ("a man riding a horse" ->
+            "man riding horse"): MLM then masks the words an image can show, never the
+            function words the sentence's grammar gives away
+  phrase    a noun chunk of a caption (`phrase_prob` of the examples), else the caption
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ TASKS = ("mlm", "obj", "ifrs", "itm", "itm_hs", "qa", "topic")
 LOSS_NAMES = ("mlm", "topic", "matched", "obj", "attr", "feat", "qa")  # LXRTPretraining order
 TEXT_UNITS = ("token", "phrase", "sentence")
 MASKINGS = ("token", "span")
+MISMATCHED_TOPICS = ("image", "text")
 # which losses each task switches on (weight 1 unless `loss_weights` says otherwise)
 TASK_LOSSES = {"mlm": ("mlm",), "obj": ("obj", "attr", "feat"), "ifrs": ("obj", "attr", "feat"),
                "itm": ("matched",), "itm_hs": ("matched",), "qa": ("qa",), "topic": ("topic",)}
@@ -46,7 +54,7 @@ class StageConfig:
     name: str = "lxmert"
     tasks: list = field(default_factory=lambda: ["mlm", "obj", "itm", "qa"])
     loss_weights: dict = field(default_factory=dict)   # loss name -> weight (overrides)
-    text_unit: str = "sentence"      # token | phrase | sentence
+    text_unit: str = "sentence"      # token (content words) | phrase | sentence
     masking: str = "token"           # token (BERT pieces) | span (SpanBERT words)
     phrase_prob: float = 0.5         # phrase unit: share of examples that are a noun chunk
     train: str = "mscoco_train,mscoco_nominival,vgnococo"
@@ -64,6 +72,10 @@ class StageConfig:
     itm_negative_rate: float = 0.5
     hard_negative_fraction: float = 0.5
     hard_negative_k: int = 20
+    # topic target (TITS) of a mismatched ITM pair: "image", the content words of the
+    # image's own sentence that the negative replaced (the topic of the image: the text does
+    # not give it away), or "text", the shown sentence's
+    mismatched_topic: str = "image"
     # a sentence that reads word for word like one of the image's own captions is no ITM
     # negative (redrawn); LXMERT only redraws sentences of the same image
     negatives_unlike_captions: bool = False
@@ -117,6 +129,9 @@ class StageConfig:
                 fail("loss_weights", f"{name}: expected a number >= 0, got {weight!r}")
         if self.text_unit not in TEXT_UNITS:
             fail("text_unit", f"expected one of {list(TEXT_UNITS)}, got {self.text_unit!r}")
+        if self.mismatched_topic not in MISMATCHED_TOPICS:
+            fail("mismatched_topic", f"expected one of {list(MISMATCHED_TOPICS)}, got "
+                                     f"{self.mismatched_topic!r}")
         if self.masking not in MASKINGS:
             fail("masking", f"expected one of {list(MASKINGS)}, got {self.masking!r}")
         for key in _RATES:

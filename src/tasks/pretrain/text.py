@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import string
+from typing import Optional
+
 import numpy as np
 
 # position ids of a sentence's first word and of [CLS]/[SEP] (used by the dataset)
@@ -81,15 +83,35 @@ def words_of(ids: np.ndarray, continuation: np.ndarray, id_to_token) -> list[str
     return out
 
 
-def content_piece_ids(ids: np.ndarray, continuation: np.ndarray, id_to_token) -> np.ndarray:
-    """The distinct piece ids of the content words (not a stop word, not punctuation)."""
+def content_word_spans(ids: np.ndarray, continuation: np.ndarray,
+                       id_to_token) -> list[tuple[int, int]]:
+    """(start, end) piece spans of the content words: not a stop word, not punctuation."""
     starts = list(word_starts(ids, continuation)) + [len(ids)]
     words = words_of(ids, continuation, id_to_token)
-    keep = []
-    for word, s, e in zip(words, starts[:-1], starts[1:]):
-        if word not in STOP_WORDS and not is_punctuation(word):
-            keep.extend(int(i) for i in ids[s:e])
+    return [(int(s), int(e)) for word, s, e in zip(words, starts[:-1], starts[1:])
+            if word not in STOP_WORDS and not is_punctuation(word)]
+
+
+def content_piece_ids(ids: np.ndarray, continuation: np.ndarray, id_to_token) -> np.ndarray:
+    """The distinct piece ids of the content words (not a stop word, not punctuation)."""
+    keep = [int(i) for s, e in content_word_spans(ids, continuation, id_to_token)
+            for i in ids[s:e]]
     return np.unique(np.asarray(keep, dtype=np.int64))
+
+
+def content_words(ids: np.ndarray, continuation: np.ndarray,
+                  id_to_token) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """The token text unit: the sentence's content words alone, in order, each word with its
+    own position id from FIRST_WORD_POSITION ("A man riding a horse." -> "man riding horse",
+    positions 2, 3, 4; a word's pieces share its position). -> (piece ids, position ids), or
+    None for a sentence without content words."""
+    spans = content_word_spans(ids, continuation, id_to_token)
+    if not spans:
+        return None
+    kept = np.concatenate([np.asarray(ids[s:e], dtype=np.int64) for s, e in spans])
+    pos = np.concatenate([np.full(e - s, FIRST_WORD_POSITION + k, dtype=np.int64)
+                          for k, (s, e) in enumerate(spans)])
+    return kept, pos
 
 
 # ---- masking ----------------------------------------------------------------------------------
