@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 
 import numpy as np
 import pytest
@@ -453,10 +452,10 @@ def test_shipped_stage_configs_load(tmp_path):
     easy = {p.stem: load_stage_config(p) for p in (base / "easyvqa").glob("*.json")}
     assert easy["token_captions"].sentence_sources == ["captions"]
     assert easy["sentence_captions"].negatives_unlike_captions
-    launcher = (base.parent / "easyvqa_pretrain.bash").read_text()
-    configs = re.search(r"^configs=\(([^)]*)\)", launcher, re.M).group(1)
-    named = configs.split()
-    assert len(named) == 4 and all((base / n).is_file() for n in named)
+    from tools.easyvqa_pretrain import EXPERIMENTS
+    for make in EXPERIMENTS.values():
+        for chain in make(True).arms.values():
+            assert all(load_stage_config(base / stage.config) for stage in chain)
 
 
 def test_easyvqa_qa_stage_trains_qa_on_every_example(setup):
@@ -599,9 +598,8 @@ def test_visual_losses_flag_keeps_only_the_named_region_losses():
     for bad in ("feat,box", ","):
         with pytest.raises(SystemExit, match="--visualLosses"):
             resolve_stage(build_parser().parse_args(["--stage", token, "--visualLosses", bad]))
-    launcher = (Path(__file__).resolve().parents[1] / "run" / "easyvqa_pretrain.bash").read_text()
-    recipes = [line for line in launcher.splitlines() if line.strip().startswith("pretrain=(")]
-    assert len(recipes) == 2 and all("--visualLosses feat" in line for line in recipes)
+    from tools.easyvqa_pretrain import SETTINGS
+    assert all("--visualLosses feat" in " ".join(s.pretrain) for s in SETTINGS.values())
 
 
 def test_validation_replaces_regions_with_training_features(setup):
