@@ -31,11 +31,15 @@ def test_the_table_averages_the_seeds_and_reports_each_arms_gain(tmp_path, capsy
             _run_folder(run / "finetune" / f"train_1pct_{arm}_seed{seed}", 30, accuracy)
     _run_folder(run / "pretrain" / "token", 12, 0.0, epochs=1)
     _run_folder(run / "pretrain" / "qa", 20, 0.0, epochs=1)
+    (run / "plan.json").write_text(json.dumps(
+        {"arms": {"scratch": [], "captions": ["token"], "qa": ["token", "qa"]}}))
     report_main([str(run), "--percents", "1", "--seeds", "9595,1", "--pretrain-seconds", "60",
                  "--total-seconds", "120"])
     table = (run / "results.md").read_text()
-    assert ("| 1% of the images | 30 | 60.00 (60.50 / 59.50) | 71.00 (70.00 / 72.00) | "
-            "80.50 (80.00 / 81.00) | +11.00 | +20.50 |") in table
+    assert "| start | pre-training steps | 1% (30 steps) | gain |" in table
+    assert "| from scratch | 0 | 60.00 ± 0.71 (60.50 / 59.50) |  |" in table
+    assert "| pre-trained on captions | 12 | 71.00 ± 1.41 (70.00 / 72.00) | +11.00 |" in table
+    assert "| pre-trained, then QA | 32 | 80.50 ± 0.71 (80.00 / 81.00) | +20.50 |" in table
     assert "token: 12 steps" in table and "qa: 20 steps" in table
     assert "Pre-training 1.0 min, all 2.0 min" in table
     result = json.loads((run / "results.json").read_text())
@@ -59,8 +63,11 @@ def test_accuracy_by_question_kind_is_counted_from_the_predictions(tmp_path):
                  "--test-json", str(test_json)])
     result = json.loads((run / "results.json").read_text())
     kinds = result["rows"][0]["arms"]["captions"]["by_kind"]
-    assert kinds == {"colour": 50.0, "shape": 100.0, "yes/no": 66.67}
-    assert "1%, from scratch: colour 50.0, shape 100.0, yes/no 66.7" in (run / "results.md").read_text()
+    assert kinds == {"colour": {"mean": 50.0, "std": 0.0}, "shape": {"mean": 100.0, "std": 0.0},
+                     "yes/no": {"mean": 66.67, "std": 0.0}}
+    table = (run / "results.md").read_text()
+    assert "| from scratch | 66.7 ± 0.0 | 50.0 ± 0.0 | 100.0 ± 0.0 |" in table
+    assert "- 1%, from scratch: seed 9595 66.7 / 50.0 / 100.0" in table
 
 
 def test_the_scratch_arm_is_required(tmp_path):

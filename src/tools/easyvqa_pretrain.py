@@ -32,6 +32,7 @@ continues where it stopped. LXRT_DRY_RUN=1 prints the commands instead of runnin
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import re
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from tasks.pretrain.stage import load_stage_config
 from tools import easyvqa_report
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,43 +53,66 @@ DEVICES_RE = re.compile(r"^(cpu|[0-9]+(,[0-9]+)*)$")
 
 @dataclass(frozen=True)
 class Stage:
-    """One pre-training run: its folder under RUN/pretrain/, its config under run/configs/,
-    and for an ablation the tasks it keeps (--tasks; None: the config's)."""
+    """One pre-training run: its folder under RUN/pretrain/, its config under run/configs/
+    (every setting of the CPU experiment), and for an ablation the tasks it keeps (--tasks;
+    None: the config's)."""
     folder: str
     config: str
-    epochs: dict  # setting -> epochs
     tasks: Optional[str] = None
 
 
 @dataclass(frozen=True)
 class Setting:
-    """What one kind of machine runs: the model, the images read, the pre-training flags, and
-    the fine-tuning recipe (optimizer steps at batch `finetune` --batchSize)."""
+    """What one kind of machine runs: the model, the images read, the stage settings that
+    differ from the configs (`stage_fields` for every stage, `stage_epochs` per config; each
+    is passed as a flag only where it differs, and said so), and the fine-tuning recipe
+    (`finetune_steps` optimizer steps at batch `finetune_batch`)."""
     model: tuple
-    limit: tuple
-    pretrain: tuple
-    finetune: tuple
-    finetune_steps: int
+    limit: tuple = ()
+    stage_fields: dict = field(default_factory=dict)
+    stage_epochs: dict = field(default_factory=dict)
+    finetune_batch: int = 32
+    finetune_lr: str = "1e-4"
+    finetune_steps: int = 300
 
 
 SETTINGS = {
     "cpu": Setting(model=("--modelConfig", str(CONFIGS / "easyvqa_cpu.json"), "--llayers", "0",
                           "--xlayers", "2", "--rlayers", "0", "--numWorkers", "0"),
-                   limit=("--imageLimit", "1600"),
-                   pretrain=("--batchSize", "64", "--lr", "5e-4", "--visualLosses", "feat"),
-                   finetune=("--batchSize", "32", "--lr", "1e-4"), finetune_steps=300),
+                   limit=("--imageLimit", "1600")),
     "gpu": Setting(model=("--llayers", "0", "--xlayers", "5", "--rlayers", "0",
                           "--numWorkers", "4"),
-                   limit=(),
-                   pretrain=("--batchSize", "256", "--lr", "1e-4", "--visualLosses", "feat"),
-                   finetune=("--batchSize", "32", "--lr", "1e-4"), finetune_steps=1500),
+                   stage_fields={"batch_size": 256, "lr": 1e-4},
+                   stage_epochs={"easyvqa/token_captions.json": 10,
+                                 "easyvqa/phrase_captions.json": 10,
+                                 "easyvqa/sentence_captions.json": 20,
+                                 "easyvqa/sentence_qa.json": 10,
+                                 "easyvqa/lxmert_captions.json": 40},
+                   finetune_steps=1500),
 }
+# the stage fields a setting may change, and their flags
+FIELD_FLAGS = {"epochs": "--epochs", "batch_size": "--batchSize", "lr": "--lr"}
 
-# the stages; epochs per setting (CPU: about 100 steps of 64 per epoch on the captions)
-TOKEN = Stage("token", "easyvqa/token_captions.json", {"cpu": 3, "gpu": 10})
-PHRASE = Stage("phrase", "msp/phrase.json", {"cpu": 2, "gpu": 10})
-SENTENCE = Stage("sentence", "easyvqa/sentence_captions.json", {"cpu": 6, "gpu": 20})
-QA = Stage("qa", "easyvqa/sentence_qa.json", {"cpu": 3, "gpu": 10})
+TOKEN = Stage("token", "easyvqa/token_captions.json")
+PHRASE = Stage("phrase", "easyvqa/phrase_captions.json")
+SENTENCE = Stage("sentence", "easyvqa/sentence_captions.json")
+QA = Stage("qa", "easyvqa/sentence_qa.json")
+
+
+def setting_flags(setting: Setting, stage: Stage) -> list:
+    """The flags that give `stage` the setting's values where they differ from its config;
+    each difference is printed."""
+    config = load_stage_config(CONFIGS / stage.config)
+    wanted = dict(setting.stage_fields)
+    if stage.config in setting.stage_epochs:
+        wanted["epochs"] = setting.stage_epochs[stage.config]
+    flags = []
+    for key, value in wanted.items():
+        if getattr(config, key) != value:
+            print(f"stage {stage.folder}: {key} {value} (its config: {getattr(config, key)})",
+                  flush=True)
+            flags += [FIELD_FLAGS[key], str(value)]
+    return flags
 
 
 @dataclass
@@ -106,7 +131,36 @@ def proof(with_qa: bool = True) -> Experiment:
     return Experiment("proof", arms)
 
 
-EXPERIMENTS = {"proof": proof}
+# the ablation's MSP stages without one new task each (--tasks keeps the others)
+ABLATED = {
+    "no_ifrs": Stage("no_ifrs_token", TOKEN.config, "mlm,obj"),
+    "no_titp": Stage("no_titp_phrase", PHRASE.config, "mlm,obj"),
+    "no_itm_hs": Stage("no_itm_hs_sentence", SENTENCE.config, "mlm,obj,itm,topic"),
+    "no_tits": Stage("no_tits_sentence", SENTENCE.config, "mlm,obj,itm,itm_hs"),
+}
+LXMERT = Stage("lxmert", "easyvqa/lxmert_captions.json")
+
+
+def ablation(with_qa: bool = True) -> Experiment:
+    """Captions only, the same steps for every pre-trained arm (LXMERT's single stage has
+    the epochs of MSP's three stages together). A stage after an ablated one is a new run
+    (it starts from other weights): its folder is prefixed with the arm."""
+    del with_qa  # the ablation never sees an answer in pre-training
+    msp = [TOKEN, PHRASE, SENTENCE]
+    arms = {"scratch": [], "lxmert": [LXMERT], "msp": msp}
+    for arm, ablated in ABLATED.items():
+        chain, changed = [], False
+        for stage in msp:
+            if stage.config == ablated.config:
+                stage, changed = ablated, True
+            elif changed:
+                stage = Stage(f"{arm}_{stage.folder}", stage.config, stage.tasks)
+            chain.append(stage)
+        arms[arm] = chain
+    return Experiment("ablation", arms, seeds="9595,1,2")
+
+
+EXPERIMENTS = {"proof": proof, "ablation": ablation}
 
 
 # ---- running -------------------------------------------------------------------------------
@@ -122,6 +176,57 @@ def shell(function: str, *args: str) -> None:
 
 def dry_run() -> bool:
     return bool(os.environ.get("LXRT_DRY_RUN"))
+
+
+@dataclass
+class Job:
+    """One pre-training stage, or one fine-tuning and its test: shell calls run in order,
+    after the jobs named in `after`; `done` marks it finished (it is not run again)."""
+    name: str
+    calls: list
+    done: Path
+    after: list = field(default_factory=list)
+    pretraining: bool = False
+
+    def run(self) -> None:
+        self.done.parent.mkdir(parents=True, exist_ok=True)
+        for call in self.calls:
+            shell(*call)
+        if not dry_run():
+            self.done.touch()
+
+
+def run_jobs(jobs: list, parallel: int = 1) -> float:
+    """Run `jobs` in order, or up to `parallel` at a time, each once its `after` jobs are
+    done; a failure stops the scheduling (the running ones finish) and is raised. Finished
+    jobs are skipped. -> the seconds until the last pre-training job ended."""
+    started = time.time()
+    pretrain_end = started
+    todo = []
+    for job in jobs:
+        if job.done.is_file():
+            print(f"{job.name} already finished ({job.done})", flush=True)
+        else:
+            todo.append(job)
+    names = {job.name for job in todo}
+    finished: set = set()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+        running: dict = {}
+        while todo or running:
+            ready = [j for j in todo if all(a in finished or a not in names for a in j.after)]
+            for job in ready[:max(0, parallel - len(running))]:
+                todo.remove(job)
+                running[pool.submit(job.run)] = job
+            if not running:
+                raise RuntimeError(f"jobs waiting for jobs that never run: {todo}")
+            done, _ = concurrent.futures.wait(running, return_when="FIRST_COMPLETED")
+            for future in done:
+                job = running.pop(future)
+                future.result()  # raises the job's error
+                finished.add(job.name)
+                if job.pretraining:
+                    pretrain_end = time.time()
+    return pretrain_end - started
 
 
 @dataclass
@@ -142,31 +247,39 @@ class Plan:
     def stage_dir(self, stage: Stage) -> Path:
         return self.run_dir / "pretrain" / stage.folder
 
-    def pretrain(self) -> None:
-        """Every arm's stages in order; a stage shared with an earlier arm runs once."""
-        done: set = set()
-        for chain in self.experiment.arms.values():
-            init: list = []
-            for stage in chain:
-                output = self.stage_dir(stage)
-                if stage.folder not in done:
-                    self.run_stage(stage, output, init)
-                    done.add(stage.folder)
-                init = ["--init", f"{output}/LAST"]
+    def write_plan(self) -> None:
+        """RUN/plan.json: each arm's stage folders (the report sums their steps)."""
+        arms = {arm: [stage.folder for stage in chain]
+                for arm, chain in self.experiment.arms.items()}
+        (self.run_dir / "plan.json").write_text(json.dumps(
+            {"experiment": self.experiment.name, "devices": self.devices, "arms": arms,
+             "percents": self.percents, "seeds": self.seeds, "flags": self.extra},
+            indent=2) + "\n")
 
-    def run_stage(self, stage: Stage, output: Path, init: list) -> None:
-        if (output / "stage_done").is_file():
-            print(f"stage {stage.folder} already finished in {output}", flush=True)
-            return
-        s = self.setting
-        key = "cpu" if self.devices == "cpu" else "gpu"
+    def jobs(self) -> list:
+        return self.pretrain_jobs() + self.finetune_jobs()
+
+    def pretrain_jobs(self) -> list:
+        """Every arm's stages in order, each from the previous one's LAST weights; a stage
+        shared with an earlier arm runs once."""
+        jobs: dict = {}
+        for chain in self.experiment.arms.values():
+            previous = None
+            for stage in chain:
+                if stage.folder not in jobs:
+                    jobs[stage.folder] = self.stage_job(stage, previous)
+                previous = stage
+        return list(jobs.values())
+
+    def stage_job(self, stage: Stage, previous: Optional[Stage]) -> Job:
+        s, output = self.setting, self.stage_dir(stage)
+        init = ["--init", f"{self.stage_dir(previous)}/LAST"] if previous else []
         tasks = ["--tasks", stage.tasks] if stage.tasks else []
-        shell("pretrain_stage", self.devices, str(output), "--stage", str(CONFIGS / stage.config),
-              "--dataRoot", self.data_root, "--train", "easyvqa_train", "--valid",
-              "easyvqa_minival", *init, *s.model, *s.pretrain, *s.limit, *tasks,
-              "--epochs", str(stage.epochs[key]), *self.extra)
-        if not dry_run():
-            (output / "stage_done").touch()
+        call = ("pretrain_stage", self.devices, str(output), "--stage",
+                str(CONFIGS / stage.config), "--dataRoot", self.data_root, *init, *s.model,
+                *s.limit, *tasks, *setting_flags(s, stage), *self.extra)
+        return Job(f"stage {stage.folder}", [call], output / "stage_done",
+                   [f"stage {previous.folder}"] if previous else [], pretraining=True)
 
     def weights_of(self, arm: str) -> list:
         """The encoder only: the pre-training answer head was trained with a softmax over
@@ -181,30 +294,31 @@ class Plan:
         """The same number of optimizer steps for every fraction: epochs from the question
         count."""
         questions = len(json.loads(Path(self.data_root, "easyvqa", f"{split}.json").read_text()))
-        batch = int(self.setting.finetune[self.setting.finetune.index("--batchSize") + 1])
-        return max(1, round(self.setting.finetune_steps * batch / questions))
-
-    def finetune(self) -> None:
         s = self.setting
+        return max(1, round(s.finetune_steps * s.finetune_batch / questions))
+
+    def finetune_jobs(self) -> list:
+        """Per fraction, seed and arm: fine-tune with the same flags, then test the LAST
+        weights."""
+        s, jobs = self.setting, []
         for percent in self.percents:
             split = f"train_{percent}pct"
             epochs = self.finetune_epochs(split)
             for seed in self.seeds:
-                for arm in self.experiment.arms:
+                for arm, chain in self.experiment.arms.items():
                     output = self.run_dir / "finetune" / f"{split}_{arm}_seed{seed}"
-                    if (output / "test_done").is_file():
-                        continue
-                    output.mkdir(parents=True, exist_ok=True)
-                    common = ["--task", "easyvqa", "--dataRoot", self.data_root]
-                    shell("launch", self.devices, "tasks.vqa.main", *common, "--train", split,
-                          "--valid", "", *self.weights_of(arm), "--optim", "bert", *s.model,
-                          *s.finetune, "--epochs", str(epochs), "--seed", seed,
-                          "--output", str(output), *self.extra)
-                    shell("launch", self.devices, "tasks.vqa.main", *common, "--train", "",
-                          "--valid", "", "--test", "test", "--load", f"{output}/LAST",
-                          *s.model, "--output", str(output), *self.extra)
-                    if not dry_run():
-                        (output / "test_done").touch()
+                    common = ("launch", self.devices, "tasks.vqa.main", "--task", "easyvqa",
+                              "--dataRoot", self.data_root)
+                    train = (*common, "--train", split, "--valid", "", *self.weights_of(arm),
+                             "--optim", "bert", *s.model, "--batchSize", str(s.finetune_batch),
+                             "--lr", s.finetune_lr, "--epochs", str(epochs), "--seed", seed,
+                             "--output", str(output), *self.extra)
+                    test = (*common, "--train", "", "--valid", "", "--test", "test", "--load",
+                            f"{output}/LAST", *s.model, "--output", str(output), *self.extra)
+                    jobs.append(Job(f"fine-tuning {output.name}", [train, test],
+                                    output / "test_done",
+                                    [f"stage {chain[-1].folder}"] if chain else []))
+        return jobs
 
     def report(self, pretrain_seconds: int, started: float) -> None:
         easyvqa_report.main([str(self.run_dir), "--percents", ",".join(self.percents),
@@ -241,11 +355,19 @@ def parse(argv: list) -> tuple[argparse.Namespace, list]:
     ap.add_argument("--seeds", default=os.environ.get("EASYVQA_SEEDS"),
                     help="comma-separated fine-tuning seeds (env EASYVQA_SEEDS; default "
                          "9595,1)")
+    ap.add_argument("--arms", default=None,
+                    help="comma-separated arms to run (scratch always; default: all of the "
+                         "experiment's)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at a time (each once the stage it starts from is done); on "
+                         "the CPU give each one thread: OMP_NUM_THREADS=1")
     ap.add_argument("--no-qa", dest="qa", action="store_false",
                     default=os.environ.get("EASYVQA_PRETRAIN_QA", "1") != "0",
                     help="proof: without the QA stage and arm (env EASYVQA_PRETRAIN_QA=0)")
     args, extra = ap.parse_known_args(argv)
     problem = usage_problem(args.devices, args.name)
+    if args.jobs < 1:
+        problem = f"--jobs {args.jobs}: expected a positive number of runs at a time"
     if problem:
         ap.error(problem)
     return args, extra
@@ -258,18 +380,28 @@ def items(text: str) -> list:
 def main(argv: Optional[list] = None) -> int:
     args, extra = parse(sys.argv[1:] if argv is None else argv)
     experiment = EXPERIMENTS[args.experiment](args.qa)
+    if args.arms is not None:
+        wanted = ["scratch"] + [a for a in items(args.arms) if a != "scratch"]
+        unknown = [a for a in wanted if a not in experiment.arms]
+        if unknown:
+            raise SystemExit(f"--arms: unknown {unknown}; the {experiment.name} arms are "
+                             f"{list(experiment.arms)}")
+        experiment.arms = {a: experiment.arms[a] for a in wanted}
     plan = Plan(experiment, args.devices, Path("snap", "easyvqa_pretrain", args.name),
                 os.environ.get("LXRT_DATA_ROOT", "data"), items(args.percents),
                 items(args.seeds or experiment.seeds), extra)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
+    if not dry_run():
+        plan.write_plan()
     started = time.time()
-    convert = os.environ.get("EASYVQA_CONVERT_FLAGS", "").split()
-    subprocess.run([sys.executable, "-m", "tools.easyvqa", "--data-root", plan.data_root,
-                    "--pretraining", "--few-label-percents", ",".join(plan.percents), *convert],
-                   check=True)
-    plan.pretrain()
-    pretrain_seconds = int(time.time() - started)
-    plan.finetune()
+    convert = ["-m", "tools.easyvqa", "--data-root", plan.data_root, "--pretraining",
+               "--few-label-percents", ",".join(plan.percents),
+               *os.environ.get("EASYVQA_CONVERT_FLAGS", "").split()]
+    if dry_run():  # the few-label splits must exist already (their sizes set the epochs)
+        print("dry run: python " + " ".join(convert), flush=True)
+    else:
+        subprocess.run([sys.executable, *convert], check=True)
+    pretrain_seconds = int(run_jobs(plan.jobs(), args.jobs))
     if not dry_run():
         plan.report(pretrain_seconds, started)
     return 0

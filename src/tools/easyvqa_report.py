@@ -1,5 +1,5 @@
-"""The table of run/easyvqa_pretrain.bash: easy-VQA test accuracy after fine-tuning on few
-labels, from scratch and from each pre-trained encoder.
+"""The table of the easy-VQA experiments (tools.easyvqa_pretrain): test accuracy after
+fine-tuning on few labels, from scratch and from each pre-trained encoder.
 
     python -m tools.easyvqa_report snap/easyvqa_pretrain/NAME --percents 1,5 --seeds 9595,1
         [--arms scratch,captions,qa] [--test-json data/easyvqa/test.json]
@@ -7,9 +7,10 @@ labels, from scratch and from each pre-trained encoder.
 
 Reads RUN/finetune/train_<P>pct_<ARM>_seed<S>/ (the test record of metrics.jsonl, the step
 count of resume.pth and, with --test-json, test_predict.json for the accuracy per question
-type) and RUN/pretrain/<stage>/ (the last epoch's figures), prints the table (means over the
-seeds; a gain is an arm's mean minus the scratch mean) and writes it to RUN/results.md and
-RUN/results.json with the date and machine.
+kind), RUN/pretrain/<stage>/ (the last epoch's figures) and RUN/plan.json (the stages of
+each arm, for its pre-training steps), prints the table (mean, sample standard deviation and
+each seed; a gain is an arm's mean minus the scratch mean) and writes it to RUN/results.md
+and RUN/results.json with the date and machine.
 """
 from __future__ import annotations
 
@@ -26,9 +27,12 @@ import torch
 from tasks.common.run_folder import read_metrics
 from tools.easyvqa import SHAPES, YES_NO, best_answer
 
-STAGES = ("token", "phrase", "sentence", "qa")
 ARM_NAMES = {"scratch": "from scratch", "captions": "pre-trained on captions",
-             "qa": "pre-trained, then QA"}
+             "qa": "pre-trained, then QA", "lxmert": "LXMERT, single stage",
+             "msp": "MSP, token -> phrase -> sentence", "no_ifrs": "MSP without IFRS",
+             "no_titp": "MSP without TITP", "no_itm_hs": "MSP without ITM_HS",
+             "no_tits": "MSP without TITS"}
+KINDS = ("yes/no", "colour", "shape")
 
 
 def epoch_records(metrics: Path) -> list[dict]:
@@ -96,6 +100,14 @@ def accuracy_by_kind(folder: Path, gold: dict) -> dict:
     return {k: round(100 * sum(v) / len(v), 2) for k, v in sorted(hits.items())}
 
 
+def mean_std(values: list) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
 def arm_result(run: Path, percent: str, arm: str, seeds: list[str], gold) -> dict:
     runs = []
     for seed in seeds:
@@ -104,13 +116,25 @@ def arm_result(run: Path, percent: str, arm: str, seeds: list[str], gold) -> dic
         if gold is not None:
             result["by_kind"] = accuracy_by_kind(folder, gold)
         runs.append({"seed": seed, **result})
-    mean = sum(r["accuracy"] for r in runs) / len(runs)
-    out = {"accuracy": round(mean, 2), "runs": runs, "steps": runs[0]["steps"],
-           "questions": runs[0]["questions"]}
+    mean, std = mean_std([r["accuracy"] for r in runs])
+    out = {"accuracy": round(mean, 2), "std": round(std, 2), "runs": runs,
+           "steps": runs[0]["steps"], "questions": runs[0]["questions"]}
     if gold is not None:
-        out["by_kind"] = {k: round(sum(r["by_kind"][k] for r in runs) / len(runs), 2)
-                          for k in runs[0]["by_kind"]}
+        out["by_kind"] = {}
+        for kind in runs[0]["by_kind"]:
+            mean, std = mean_std([r["by_kind"][kind] for r in runs])
+            out["by_kind"][kind] = {"mean": round(mean, 2), "std": round(std, 2)}
     return out
+
+
+def pretraining_steps(run: Path, arms: list[str], stages: dict) -> dict:
+    """arm -> optimizer steps of its pre-training stages (RUN/plan.json names them)."""
+    plan = run / "plan.json"
+    if not plan.is_file():
+        return {}
+    chains = json.loads(plan.read_text())["arms"]
+    return {arm: sum(stages[s]["steps"] for s in chains.get(arm, []) if s in stages)
+            for arm in arms}
 
 
 def report(run: Path, percents: list[str], seeds: list[str], arms: list[str],
@@ -124,44 +148,58 @@ def report(run: Path, percents: list[str], seeds: list[str], arms: list[str],
         gains = {arm: round(results[arm]["accuracy"] - results["scratch"]["accuracy"], 2)
                  for arm in arms if arm != "scratch"}
         rows.append({"percent": percent, "arms": results, "gains": gains})
-    stages = {s: stage_summary(run / "pretrain" / s) for s in STAGES
-              if (run / "pretrain" / s / "metrics.jsonl").is_file()}
+    folders = sorted(p.parent for p in (run / "pretrain").glob("*/metrics.jsonl"))
+    stages = {f.name: stage_summary(f) for f in folders}
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(), "seeds": seeds, "arms": arms, "rows": rows,
-            "pretrain": stages, "pretrain_seconds": pretrain_seconds,
-            "total_seconds": total_seconds}
+            "pretrain": stages, "pretrain_steps": pretraining_steps(run, arms, stages),
+            "pretrain_seconds": pretrain_seconds, "total_seconds": total_seconds}
 
 
 def _cell(result: dict) -> str:
+    if len(result["runs"]) == 1:
+        return f"{result['accuracy']:.2f}"
     runs = " / ".join(f"{r['accuracy']:.2f}" for r in result["runs"])
-    return f"{result['accuracy']:.2f} ({runs})" if len(result["runs"]) > 1 else runs
+    return f"{result['accuracy']:.2f} ± {result['std']:.2f} ({runs})"
 
 
 def markdown(result: dict) -> str:
-    arms = result["arms"]
-    lines = ["| labelled train questions | steps | "
-             + " | ".join(ARM_NAMES.get(a, a) for a in arms) + " | "
-             + " | ".join(f"gain, {ARM_NAMES.get(a, a)}" for a in arms if a != "scratch") + " |",
-             "|---|---|" + "---|" * (2 * len(arms) - 1)]
-    for row in result["rows"]:
-        cells = [_cell(row["arms"][a]) for a in arms]
-        gains = [f"{row['gains'][a]:+.2f}" for a in arms if a != "scratch"]
-        steps = row["arms"]["scratch"]["steps"]
-        lines.append(f"| {row['percent']}% of the images | {steps} | "
-                     + " | ".join(cells + gains) + " |")
-    first = result["rows"][0]["arms"]["scratch"]
-    lines.append("")
-    lines.append(f"easy-VQA test accuracy (%, {first['questions']} questions) of the last "
-                 f"weights, mean over seeds {', '.join(result['seeds'])} (each seed in "
-                 f"brackets); {result['date']}; {result['machine']}.")
+    arms, rows = result["arms"], result["rows"]
+    steps = result.get("pretrain_steps") or {}
+    head = ["start"] + (["pre-training steps"] if steps else [])
+    for row in rows:
+        n = row["arms"]["scratch"]["steps"]
+        head += [f"{row['percent']}% ({n} steps)", "gain"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm in arms:
+        cells = [ARM_NAMES.get(arm, arm)] + ([str(steps.get(arm, 0))] if steps else [])
+        for row in rows:
+            gain = row["gains"].get(arm)
+            cells += [_cell(row["arms"][arm]), "" if gain is None else f"{gain:+.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    first = rows[0]["arms"]["scratch"]
+    lines += ["", f"easy-VQA test accuracy (%, {first['questions']} questions) of the last "
+                  f"weights: mean ± sample standard deviation over seeds "
+                  f"{', '.join(result['seeds'])} (each seed in brackets); {result['date']}; "
+                  f"{result['machine']}."]
     if "by_kind" in first:
-        lines.append("")
-        lines.append("By question kind (mean over the seeds):")
-        for row in result["rows"]:
+        kinds = [k for k in KINDS if k in first["by_kind"]]
+        head = ["start"] + [f"{row['percent']}%: {k}" for row in rows for k in kinds]
+        lines += ["", "By question kind (mean ± standard deviation over the seeds):", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for arm in arms:
+            cells = [ARM_NAMES.get(arm, arm)]
+            for row in rows:
+                by_kind = row["arms"][arm]["by_kind"]
+                cells += [f"{by_kind[k]['mean']:.1f} ± {by_kind[k]['std']:.1f}" for k in kinds]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "Each seed by question kind (" + ", ".join(kinds) + "):"]
+        for row in rows:
             for arm in arms:
-                kinds = row["arms"][arm]["by_kind"]
-                lines.append(f"- {row['percent']}%, {ARM_NAMES.get(arm, arm)}: "
-                             + ", ".join(f"{k} {v:.1f}" for k, v in kinds.items()))
+                runs = row["arms"][arm]["runs"]
+                lines.append(f"- {row['percent']}%, {ARM_NAMES.get(arm, arm)}: " + "; ".join(
+                    f"seed {r['seed']} " + " / ".join(f"{r['by_kind'][k]:.1f}" for k in kinds)
+                    for r in runs))
     if result["pretrain_seconds"] is not None:
         lines.append("")
         lines.append(f"Pre-training {result['pretrain_seconds'] / 60:.1f} min, all "
