@@ -7,14 +7,17 @@
 #   bash bench/gpu_check.sh speed     # training speed (eager, torch.compile, CUDA graphs) and a
 #                                     # profile, retrieval scoring at Flickr30k size, GQA/NLVR2
 #                                     # training samples/s at full size on generated data
+#   bash bench/gpu_check.sh pretrain  # pre-training samples/s at full size, batch 256: ours
+#                                     # faithful and fast and, with LXMERT=/path/to/a checkout
+#                                     # of airsplay/lxmert (copied there, unmodified), its step
 #   bash bench/gpu_check.sh easyvqa   # easy-VQA at the full configuration: fast vs faithful
-#   bash bench/gpu_check.sh           # both
+#   bash bench/gpu_check.sh           # all three
 # It prints each benchmark's table and a one-line summary per run, and writes to
 # ${OUT:-bench/results/gpu}: summary.txt, gpu.txt, speed.json, speed_profile.txt,
-# retrieval.json and gpu_check_logs.tar.gz (every log and metrics file of the runs).
+# retrieval.json, pretrain.json and gpu_check_logs.tar.gz (every log and metrics file).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-parts="${1:-speed easyvqa}"
+parts="${1:-speed pretrain easyvqa}"
 want() { [[ " $parts " == *" $1 "* ]]; }
 final="${OUT:-bench/results/gpu}"; mkdir -p "$final"
 out=$(mktemp -d)   # everything is written here; a few small files are copied to $final at the end
@@ -44,8 +47,17 @@ done
 
 fi
 
+if want pretrain; then
+# 4. pre-training at full size (0/5/0 layers, bert-base sizes), batch 256: samples/s of ours,
+#    faithful fp32 vs fast (fp32, bf16), and of LXMERT's own step when LXMERT names a checkout
+lxmert=(); [[ -n "${LXMERT:-}" ]] && lxmert=(--lxmert "$LXMERT")
+timeout 420 python bench/bench_pretrain.py --device cuda --size full --batch 256 --steps 5 \
+    ${lxmert[@]+"${lxmert[@]}"} --out "$out/pretrain.json" 2>&1 | tail -12 | tee "$out/pretrain.log"
+grep -h "x faithful\|x LXMERT" "$out/pretrain.log" | sed 's/^/pretrain /' >> "$out/summary.txt"
+fi
+
 if want easyvqa; then
-# 4. easy-VQA, full configuration: faithful fp32 vs fast path (bf16), accuracy and samples/s
+# 5. easy-VQA, full configuration: faithful fp32 vs fast path (bf16), accuracy and samples/s
 python -m tools.easyvqa --data-root data > "$out/easyvqa_convert.log" 2>&1
 for mode in fast faithful; do
   flags=(--precision bf16); [[ $mode == faithful ]] && flags=(--precision fp32 --no-trimPadding)
@@ -60,7 +72,7 @@ fi
 
 # the summary and the benchmark JSONs, and every small log and metrics file in one archive
 cp "$out/summary.txt" "$out/gpu.txt" "$out/speed.json" "$out/speed_profile.txt" \
-   "$out/retrieval.json" "$final/" 2>/dev/null
+   "$out/retrieval.json" "$out/pretrain.json" "$final/" 2>/dev/null
 (cd "$out" && find . \( -name '*.log' -o -name '*.json' -o -name '*.jsonl' -o -name '*.txt' \) \
     -size -2M -print0 | tar -czf "$final/gpu_check_logs.tar.gz" --null -T -)
 ls -la "$final"
