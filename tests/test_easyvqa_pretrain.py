@@ -106,14 +106,29 @@ def test_the_jobs_run_after_the_stage_they_start_from(tmp_path):
             order.append(self.name)
             self.done.touch()
 
-    def job(name, *after):
-        return Recorder(name, [], tmp_path / name, list(after))
+    def job(name, *after, rank=0):
+        return Recorder(name, [], tmp_path / name, list(after), rank=rank)
 
     jobs = [job("token"), job("scratch"), job("phrase", "token"), job("ft", "phrase")]
     (tmp_path / "scratch").touch()  # finished before: skipped
     driver.run_jobs(jobs, parallel=2)
     assert order.index("token") < order.index("phrase") < order.index("ft")
     assert "scratch" not in order
+    jobs = [job("late", rank=2), job("early_a", rank=0), job("wait", "token", rank=0),
+            job("early_b", rank=1)]
+    names = {j.name for j in jobs} | {"token"}
+    assert [j.name for j in driver.ready_jobs(jobs, set(), names, 2)] == \
+        ["early_a", "early_b", "late"]  # the earlier arms first when several run at a time
+    assert [j.name for j in driver.ready_jobs(jobs, {"token"}, names, 1)] == \
+        ["late", "early_a", "wait", "early_b"]  # one at a time: the list order
+
+
+def test_an_interrupted_run_is_resumed(dry, capfd):
+    stage = dry / "snap" / "easyvqa_pretrain" / "p" / "pretrain" / "token"
+    stage.mkdir(parents=True)
+    (stage / "resume.pth").write_bytes(b"")
+    pretrain, _ = commands(capfd, ["proof", "cpu", "p"])
+    assert ["--resume" in argv for argv in pretrain] == [True, False, False, False]
 
 
 def test_bad_arguments_are_refused(dry):

@@ -187,6 +187,7 @@ class Job:
     done: Path
     after: list = field(default_factory=list)
     pretraining: bool = False
+    rank: int = 0  # with several jobs at a time: the earlier arms' jobs go first
 
     def run(self) -> None:
         self.done.parent.mkdir(parents=True, exist_ok=True)
@@ -196,10 +197,21 @@ class Job:
             self.done.touch()
 
 
+def ready_jobs(todo: list, finished: set, names: set, parallel: int) -> list:
+    """The jobs of `todo` whose `after` jobs are finished (or not to be run), in the order to
+    start them: the list's, or with several at a time the earliest arm's first."""
+    ready = [j for j in todo if all(a in finished or a not in names for a in j.after)]
+    if parallel > 1:
+        ready.sort(key=lambda j: j.rank)  # stable: the list order within an arm
+    return ready
+
+
 def run_jobs(jobs: list, parallel: int = 1) -> float:
     """Run `jobs` in order, or up to `parallel` at a time, each once its `after` jobs are
-    done; a failure stops the scheduling (the running ones finish) and is raised. Finished
-    jobs are skipped. -> the seconds until the last pre-training job ended."""
+    done, the ready job of the earliest arm first (so the first arms' results come while the
+    later arms pre-train); a failure stops the scheduling (the running ones finish) and is
+    raised. Finished jobs are skipped. -> the seconds until the last pre-training job
+    ended."""
     started = time.time()
     pretrain_end = started
     todo = []
@@ -213,8 +225,7 @@ def run_jobs(jobs: list, parallel: int = 1) -> float:
     with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
         running: dict = {}
         while todo or running:
-            ready = [j for j in todo if all(a in finished or a not in names for a in j.after)]
-            for job in ready[:max(0, parallel - len(running))]:
+            for job in ready_jobs(todo, finished, names, parallel)[:parallel - len(running)]:
                 todo.remove(job)
                 running[pool.submit(job.run)] = job
             if not running:
@@ -227,6 +238,12 @@ def run_jobs(jobs: list, parallel: int = 1) -> float:
                 if job.pretraining:
                     pretrain_end = time.time()
     return pretrain_end - started
+
+
+def resumed(output: Path) -> list:
+    """--resume for a run that stopped after writing its resume state (an interrupted
+    experiment continues inside the stage or fine-tuning it was in)."""
+    return ["--resume"] if (output / "resume.pth").is_file() else []
 
 
 @dataclass
@@ -263,23 +280,24 @@ class Plan:
         """Every arm's stages in order, each from the previous one's LAST weights; a stage
         shared with an earlier arm runs once."""
         jobs: dict = {}
-        for chain in self.experiment.arms.values():
+        for rank, chain in enumerate(self.experiment.arms.values()):
             previous = None
             for stage in chain:
                 if stage.folder not in jobs:
-                    jobs[stage.folder] = self.stage_job(stage, previous)
+                    jobs[stage.folder] = self.stage_job(stage, previous, rank)
                 previous = stage
         return list(jobs.values())
 
-    def stage_job(self, stage: Stage, previous: Optional[Stage]) -> Job:
+    def stage_job(self, stage: Stage, previous: Optional[Stage], rank: int) -> Job:
         s, output = self.setting, self.stage_dir(stage)
         init = ["--init", f"{self.stage_dir(previous)}/LAST"] if previous else []
         tasks = ["--tasks", stage.tasks] if stage.tasks else []
         call = ("pretrain_stage", self.devices, str(output), "--stage",
                 str(CONFIGS / stage.config), "--dataRoot", self.data_root, *init, *s.model,
-                *s.limit, *tasks, *setting_flags(s, stage), *self.extra)
+                *s.limit, *tasks, *setting_flags(s, stage), *self.extra, *resumed(output))
         return Job(f"stage {stage.folder}", [call], output / "stage_done",
-                   [f"stage {previous.folder}"] if previous else [], pretraining=True)
+                   [f"stage {previous.folder}"] if previous else [], pretraining=True,
+                   rank=rank)
 
     def weights_of(self, arm: str) -> list:
         """The encoder only: the pre-training answer head was trained with a softmax over
@@ -305,19 +323,19 @@ class Plan:
             split = f"train_{percent}pct"
             epochs = self.finetune_epochs(split)
             for seed in self.seeds:
-                for arm, chain in self.experiment.arms.items():
+                for rank, (arm, chain) in enumerate(self.experiment.arms.items()):
                     output = self.run_dir / "finetune" / f"{split}_{arm}_seed{seed}"
                     common = ("launch", self.devices, "tasks.vqa.main", "--task", "easyvqa",
                               "--dataRoot", self.data_root)
                     train = (*common, "--train", split, "--valid", "", *self.weights_of(arm),
                              "--optim", "bert", *s.model, "--batchSize", str(s.finetune_batch),
                              "--lr", s.finetune_lr, "--epochs", str(epochs), "--seed", seed,
-                             "--output", str(output), *self.extra)
+                             "--output", str(output), *self.extra, *resumed(output))
                     test = (*common, "--train", "", "--valid", "", "--test", "test", "--load",
                             f"{output}/LAST", *s.model, "--output", str(output), *self.extra)
                     jobs.append(Job(f"fine-tuning {output.name}", [train, test],
                                     output / "test_done",
-                                    [f"stage {chain[-1].folder}"] if chain else []))
+                                    [f"stage {chain[-1].folder}"] if chain else [], rank=rank))
         return jobs
 
     def report(self, pretrain_seconds: int, started: float) -> None:
