@@ -53,7 +53,7 @@ def test_the_ablation_gives_every_arm_the_same_steps_and_data(dry, capfd):
     experiment = driver.ablation()
     epochs, data = set(), set()
     for arm, chain in experiment.arms.items():
-        if not chain:
+        if not chain or arm in experiment.optional:
             continue
         stages = [runs[stage.folder] for stage in chain]
         epochs.add(sum(args.epochs for args, _ in stages))
@@ -82,6 +82,23 @@ def test_the_ablation_gives_every_arm_the_same_steps_and_data(dry, capfd):
         recipes.setdefault(argv[argv.index("--train") + 1] + argv[argv.index("--seed") + 1],
                            set()).add(tuple(argv))
     assert len(recipes) == 6 and all(len(r) == 1 for r in recipes.values())
+
+
+def test_the_optional_arms_undo_one_reconstruction_choice_each(dry, capfd):
+    pretrain, finetune = commands(capfd, ["ablation", "cpu", "abl", "--arms",
+                                          "token_sentences,text_topic"])
+    runs = {Path(resolved(a)[0].output).name: resolved(a) for a in pretrain}
+    assert sorted(runs) == ["phrase", "text_topic_sentence", "token", "token_sentences_phrase",
+                            "token_sentences_sentence", "token_sentences_token"]
+    token, sentence = runs["token_sentences_token"][1], runs["text_topic_sentence"][1]
+    assert (token.text_unit, sentence.mismatched_topic) == ("sentence", "text")
+    msp = {s.folder: driver.load_stage_config(driver.CONFIGS / s.config) for s in
+           driver.ablation().arms["msp"]}
+    differ = lambda a, b: {k for k, v in a.to_dict().items() if v != getattr(b, k)}
+    assert differ(token, msp["token"]) == {"text_unit"}
+    assert differ(sentence, msp["sentence"]) == {"mismatched_topic"}
+    assert len(finetune) == 3 * 2 * 3 * 2
+    assert not (dry / "snap" / "easyvqa_pretrain" / "abl" / "plan.json").exists()  # dry run
 
 
 def test_the_proof_passes_only_what_differs_from_the_stage_configs(dry, capfd):
@@ -138,3 +155,13 @@ def test_bad_arguments_are_refused(dry):
         with pytest.raises(SystemExit) as info:
             driver.main(argv)
         assert info.value.code != 0
+
+
+def test_the_plan_keeps_the_arms_of_earlier_calls(tmp_path):
+    experiment = driver.ablation()
+    for arms in (["scratch", "msp"], ["scratch", "text_topic"]):
+        part = driver.Experiment("ablation", {a: experiment.arms[a] for a in arms})
+        driver.Plan(part, "cpu", tmp_path, "data", ["1"], ["1"], []).write_plan()
+    plan = json.loads((tmp_path / "plan.json").read_text())["arms"]
+    assert plan == {"scratch": [], "msp": ["token", "phrase", "sentence"],
+                    "text_topic": ["token", "phrase", "text_topic_sentence"]}

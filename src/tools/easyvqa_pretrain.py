@@ -22,7 +22,8 @@ Experiments:
   ablation  captions only, the same pre-training steps and data for every arm: scratch;
             lxmert (LXMERT's single-stage recipe: MLM, masked regions, ITM); msp (token ->
             phrase -> sentence); msp without each of its new tasks in turn: no_ifrs, no_titp,
-            no_itm_hs, no_tits (--arms picks some)
+            no_itm_hs, no_tits; optional (--arms): token_sentences (the token stage on whole
+            captions) and text_topic (TITS of a mismatched pair on the shown caption)
 
 On the CPU the small model of run/configs/easyvqa_cpu.json (2 cross-modality layers) is
 used with every core (set OMP_NUM_THREADS=1 on a machine shared with other jobs). A finished
@@ -122,6 +123,7 @@ class Experiment:
     name: str
     arms: dict = field(default_factory=dict)
     seeds: str = "9595,1"
+    optional: tuple = ()  # arms run only when --arms names them
 
 
 def proof(with_qa: bool = True) -> Experiment:
@@ -131,33 +133,33 @@ def proof(with_qa: bool = True) -> Experiment:
     return Experiment("proof", arms)
 
 
-# the ablation's MSP stages without one new task each (--tasks keeps the others)
-ABLATED = {
-    "no_ifrs": Stage("no_ifrs_token", TOKEN.config, "mlm,obj"),
-    "no_titp": Stage("no_titp_phrase", PHRASE.config, "mlm,obj"),
-    "no_itm_hs": Stage("no_itm_hs_sentence", SENTENCE.config, "mlm,obj,itm,topic"),
-    "no_tits": Stage("no_tits_sentence", SENTENCE.config, "mlm,obj,itm,itm_hs"),
+# the ablation's MSP arms that change one stage: arm -> (its place in token, phrase,
+# sentence; the stage run instead). The first four drop one new task each (--tasks keeps the
+# others); the optional two undo one of our reconstruction choices (run them with --arms).
+VARIANTS = {
+    "no_ifrs": (0, Stage("no_ifrs_token", TOKEN.config, "mlm,obj")),
+    "no_titp": (1, Stage("no_titp_phrase", PHRASE.config, "mlm,obj")),
+    "no_itm_hs": (2, Stage("no_itm_hs_sentence", SENTENCE.config, "mlm,obj,itm,topic")),
+    "no_tits": (2, Stage("no_tits_sentence", SENTENCE.config, "mlm,obj,itm,itm_hs")),
+    "token_sentences": (0, Stage("token_sentences_token",
+                                 "easyvqa/token_captions_sentences.json")),
+    "text_topic": (2, Stage("text_topic_sentence", "easyvqa/sentence_captions_text_topic.json")),
 }
+OPTIONAL = ("token_sentences", "text_topic")
 LXMERT = Stage("lxmert", "easyvqa/lxmert_captions.json")
 
 
 def ablation(with_qa: bool = True) -> Experiment:
     """Captions only, the same steps for every pre-trained arm (LXMERT's single stage has
-    the epochs of MSP's three stages together). A stage after an ablated one is a new run
+    the epochs of MSP's three stages together). A stage after a changed one is a new run
     (it starts from other weights): its folder is prefixed with the arm."""
     del with_qa  # the ablation never sees an answer in pre-training
     msp = [TOKEN, PHRASE, SENTENCE]
     arms = {"scratch": [], "lxmert": [LXMERT], "msp": msp}
-    for arm, ablated in ABLATED.items():
-        chain, changed = [], False
-        for stage in msp:
-            if stage.config == ablated.config:
-                stage, changed = ablated, True
-            elif changed:
-                stage = Stage(f"{arm}_{stage.folder}", stage.config, stage.tasks)
-            chain.append(stage)
-        arms[arm] = chain
-    return Experiment("ablation", arms, seeds="9595,1,2")
+    for arm, (place, changed) in VARIANTS.items():
+        arms[arm] = msp[:place] + [changed] + [
+            Stage(f"{arm}_{stage.folder}", stage.config, stage.tasks) for stage in msp[place + 1:]]
+    return Experiment("ablation", arms, seeds="9595,1,2", optional=OPTIONAL)
 
 
 EXPERIMENTS = {"proof": proof, "ablation": ablation}
@@ -265,10 +267,13 @@ class Plan:
         return self.run_dir / "pretrain" / stage.folder
 
     def write_plan(self) -> None:
-        """RUN/plan.json: each arm's stage folders (the report sums their steps)."""
-        arms = {arm: [stage.folder for stage in chain]
-                for arm, chain in self.experiment.arms.items()}
-        (self.run_dir / "plan.json").write_text(json.dumps(
+        """RUN/plan.json: each arm's stage folders (the report sums their steps), those of
+        the arms an earlier call ran in this folder kept."""
+        path = self.run_dir / "plan.json"
+        arms = json.loads(path.read_text())["arms"] if path.is_file() else {}
+        arms.update({arm: [stage.folder for stage in chain]
+                     for arm, chain in self.experiment.arms.items()})
+        path.write_text(json.dumps(
             {"experiment": self.experiment.name, "devices": self.devices, "arms": arms,
              "percents": self.percents, "seeds": self.seeds, "flags": self.extra},
             indent=2) + "\n")
@@ -398,13 +403,14 @@ def items(text: str) -> list:
 def main(argv: Optional[list] = None) -> int:
     args, extra = parse(sys.argv[1:] if argv is None else argv)
     experiment = EXPERIMENTS[args.experiment](args.qa)
+    wanted = [a for a in experiment.arms if a not in experiment.optional]
     if args.arms is not None:
         wanted = ["scratch"] + [a for a in items(args.arms) if a != "scratch"]
         unknown = [a for a in wanted if a not in experiment.arms]
         if unknown:
             raise SystemExit(f"--arms: unknown {unknown}; the {experiment.name} arms are "
                              f"{list(experiment.arms)}")
-        experiment.arms = {a: experiment.arms[a] for a in wanted}
+    experiment.arms = {a: experiment.arms[a] for a in wanted}
     plan = Plan(experiment, args.devices, Path("snap", "easyvqa_pretrain", args.name),
                 os.environ.get("LXRT_DATA_ROOT", "data"), items(args.percents),
                 items(args.seeds or experiment.seeds), extra)

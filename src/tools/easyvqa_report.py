@@ -31,7 +31,9 @@ ARM_NAMES = {"scratch": "from scratch", "captions": "pre-trained on captions",
              "qa": "pre-trained, then QA", "lxmert": "LXMERT, single stage",
              "msp": "MSP, token -> phrase -> sentence", "no_ifrs": "MSP without IFRS",
              "no_titp": "MSP without TITP", "no_itm_hs": "MSP without ITM_HS",
-             "no_tits": "MSP without TITS"}
+             "no_tits": "MSP without TITS",
+             "token_sentences": "MSP, token stage on whole captions",
+             "text_topic": "MSP, TITS of a mismatched pair on the shown caption"}
 KINDS = ("yes/no", "colour", "shape")
 
 
