@@ -123,8 +123,8 @@ def split_images(img_ids, ratio: list[float], seed: int = SPLIT_SEED) -> dict[st
     random.Random(seed).shuffle(order)
     sizes = [max(1, round(f * len(order))) if f > 0 else 0 for f in ratio[1:]]
     if len(order) - sum(sizes) < 1:
-        raise QAFileError(f"{len(order)} images are too few to split {ratio} with images in "
-                          f"every split")
+        raise QAFileError(f"{len(order)} image(s) are too few to split by {ratio} with images "
+                          f"in every split; lower the shares or give a split column")
     out, start = {}, len(order) - sum(sizes)
     out.update({i: SPLIT_NAMES[0] for i in order[:start]})
     for name, size in zip(SPLIT_NAMES[1:], sizes):
@@ -137,7 +137,10 @@ def row_splits(rows: list[Row], img_ids: list[str], ratio: str | None, seed: int
                qa_path: Path) -> list[str]:
     given = [r.split for r in rows]
     if all(s is None for s in given):
-        by_image = split_images(img_ids, parse_ratio(ratio or "0.8,0.1,0.1"), seed)
+        try:
+            by_image = split_images(img_ids, parse_ratio(ratio or "0.8,0.1,0.1"), seed)
+        except QAFileError as err:
+            raise QAFileError(f"{qa_path}: {err}") from None
         return [by_image[i] for i in img_ids]
     if ratio is not None:
         raise QAFileError(f"{qa_path}: the file has a split column; --split-ratio applies "
@@ -333,9 +336,9 @@ def convert(image_dir, qa_file, data_root, *, split_ratio: str | None = None,
 
     rows = read_rows(qa_path, fmt, answer_separator)
     img_ids, all_files = resolve_images(rows, image_dir, qa_path)
-    splits = row_splits(rows, img_ids, split_ratio, seed, qa_path)
     qids = question_ids(rows, qa_path)
     answers = [normalized_answers(r, qa_path) for r in rows]
+    splits = row_splits(rows, img_ids, split_ratio, seed, qa_path)
     kept, dropped = drop_duplicates(rows, img_ids, duplicates, qa_path)
     pick = lambda seq: [seq[i] for i in kept]  # noqa: E731
     rows, img_ids, splits, qids, answers = map(pick, (rows, img_ids, splits, qids, answers))

@@ -246,9 +246,9 @@ def _row(path: Path, line: int, image: str, question: str, answers: list[str],
         among = f" among {answers!r}" if len(answers) > 1 else ""
         raise QAFileError(f"{where}: empty answer{among}; every question needs a non-empty "
                           f"answer")
-    if split is not None:
-        split = split.strip()
+    split = split.strip() if split is not None else None
+    if split:
         if not SPLIT_NAME.fullmatch(split):
             raise QAFileError(f"{where}: split {split!r} must be a name of letters, digits and "
                               f"'_' (it becomes the file vqa/<split>.json)")
-    return Row(line, image, question, answers, split, question_id)
+    return Row(line, image, question, answers, split or None, question_id)

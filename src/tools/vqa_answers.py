@@ -18,7 +18,9 @@ Soft scores (`soft_scores`) follow VQA's accuracy: an answer given by the annota
 the mean, over the k subsets that leave one of the k given answers out, of
 min(1, matches in the subset / 3). With VQA's ten answers per question that is 0.3, 0.6, 0.9
 and 1.0 for 1, 2, 3 and 4+ matching answers: the values of the `label` field of LXMERT's VQA
-files. A question with a single answer scores it 1.0 (VQA's rule needs at least two).
+files. With fewer than four answers VQA's rule could never give full credit (a subset holds
+fewer than three), so full credit then needs all k - 1 others: two or three identical answers
+score 1.0, "red|red|blue" scores red 2/3 and blue 1/3. A single answer scores 1.0.
 """
 from __future__ import annotations
 
@@ -47,7 +49,8 @@ CONTRACTIONS = (
     "we've weren't what'll what're what's what've when's where'd where's where've who'd "
     "who'd've who'll who's who've why'll why're why's won't would've wouldn't wouldn't've "
     "y'all y'all'll y'all'd've you'd you'd've you'll you're you've").split()
-# VQA's accuracy: an answer counts fully once this many (other) annotators gave it
+# VQA's accuracy: an answer counts fully once this many other annotators gave it (all the
+# others when there are fewer)
 FULL_CREDIT_MATCHES = 3
 YES_NO = frozenset({"yes", "no"})
 
@@ -98,12 +101,13 @@ def soft_scores(answers: Sequence[str]) -> dict[str, float]:
         raise ValueError("a question needs at least one answer")
     if k == 1:
         return {answers[0]: 1.0}
+    full = min(FULL_CREDIT_MATCHES, k - 1)
     out = {}
     for answer, n in Counter(answers).items():
         # leaving out one of the n matching answers leaves n - 1 matches (n such subsets);
         # leaving out any other answer leaves n (k - n subsets)
-        left_out_match = min(1.0, (n - 1) / FULL_CREDIT_MATCHES)
-        left_out_other = min(1.0, n / FULL_CREDIT_MATCHES)
+        left_out_match = min(1.0, (n - 1) / full)
+        left_out_other = min(1.0, n / full)
         out[answer] = round((n * left_out_match + (k - n) * left_out_other) / k, 6)
     return out
 
