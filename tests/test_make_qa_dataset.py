@@ -217,6 +217,27 @@ def test_features_are_reused_until_something_changes(images, tmp_path):
         "trainval_label2ans.json"]
 
 
+def test_an_interrupted_conversion_is_refused_then_redone(images, tmp_path, monkeypatch):
+    qa = write_csv(tmp_path / "qa.csv", ["image", "question", "answer", "split"],
+                   [["0.png", "What?", "x", "train"], ["1.png", "What?", "y", "valid"]])
+    root = tmp_path / "root"
+    write_json = mq._write_json
+
+    def crash_at_valid(path, obj):
+        if path.name == "valid.json":
+            raise KeyboardInterrupt
+        write_json(path, obj)
+
+    monkeypatch.setattr(mq, "_write_json", crash_at_valid)
+    with pytest.raises(KeyboardInterrupt):
+        convert(images, qa, root)
+    with pytest.raises(ValueError, match="did not finish; run python -m tools.make_qa_dataset"):
+        DataRoot(root).vqa_json("train")
+    monkeypatch.setattr(mq, "_write_json", write_json)
+    convert(images, qa, root)
+    assert DataRoot(root).vqa_json("valid") == root / "vqa" / "valid.json"
+
+
 def test_detector_is_passed_through_to_the_extractor(images, tmp_path, monkeypatch):
     weights = tmp_path / "frcnn.safetensors"
     weights.write_bytes(b"weights")

@@ -40,6 +40,7 @@ import shlex
 import sys
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tools import extract_features
@@ -48,6 +49,7 @@ from tools.vqa_answers import (answer_table, answer_type, normalize_answer, soft
                                top_answer)
 
 MANIFEST = "dataset.json"          # ROOT/vqa/dataset.json (tasks.common.paths reads it)
+MADE_BY = "tools.make_qa_dataset"
 FEATURES = "vqa_imgfeat/images.tsv"
 SPLIT_NAMES = ("train", "valid", "test")
 SPLIT_SEED = 9595
@@ -312,12 +314,59 @@ def previous_manifest(root: Path) -> dict | None:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
             manifest = None
-        if isinstance(manifest, dict) and manifest.get("made_by") == "tools.make_qa_dataset":
+        if isinstance(manifest, dict) and manifest.get("made_by") == MADE_BY:
             return manifest
     if qa.is_dir() and any(qa.glob("*.json")):
         raise QAFileError(f"{qa} holds question files that tools.make_qa_dataset did not "
                           f"write; choose another --dataRoot (an empty or new folder)")
     return None
+
+
+@dataclass
+class Questions:
+    """The checked rows of a question file that are kept, each with its image and split."""
+    rows: list[Row]
+    img_ids: list[str]
+    splits: list[str]
+    question_ids: list[int]
+    answers: list[list[str]]     # normalised
+    files: dict                  # img_id -> image file, of the rows kept
+    duplicates: list[str]        # "line X repeats line Y" of each row dropped
+
+
+def read_questions(image_dir: Path, qa_path: Path, fmt: str, answer_separator: str,
+                   split_ratio: str | None, seed: int, duplicates: str) -> Questions:
+    rows = read_rows(qa_path, fmt, answer_separator)
+    img_ids, files = resolve_images(rows, image_dir, qa_path)
+    qids = question_ids(rows, qa_path)
+    answers = [normalized_answers(r, qa_path) for r in rows]
+    splits = row_splits(rows, img_ids, split_ratio, seed, qa_path)
+    kept, dropped = drop_duplicates(rows, img_ids, duplicates, qa_path)
+    pick = lambda seq: [seq[i] for i in kept]  # noqa: E731
+    img_ids = pick(img_ids)
+    return Questions(pick(rows), img_ids, pick(splits), pick(qids), pick(answers),
+                     {i: files[i] for i in sorted(set(img_ids))}, dropped)
+
+
+def features_up_to_date(previous: dict | None, out_tsv: Path, key: str) -> bool:
+    old = (previous or {}).get("features", {})
+    return (old.get("fingerprint") == key and out_tsv.is_file()
+            and out_tsv.stat().st_size == old.get("size")
+            and extract_features.sidecar_path(out_tsv).is_file())
+
+
+def write_questions(qa_dir: Path, previous: dict | None, data: dict, label2ans: list) -> None:
+    """The question files and the answer table. The manifest is marked incomplete first: a
+    root caught half-written is refused by the VQA task and converted again by this command."""
+    qa_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(qa_dir / MANIFEST, {"made_by": MADE_BY, "complete": False,
+                                    "splits": (previous or {}).get("splits", {})})
+    for split in set((previous or {}).get("splits", {})) - set(data):
+        (qa_dir / f"{split}.json").unlink(missing_ok=True)
+    for split, datums in data.items():
+        _write_json(qa_dir / f"{split}.json", datums)
+    _write_json(qa_dir / "trainval_ans2label.json", {a: i for i, a in enumerate(label2ans)})
+    _write_json(qa_dir / "trainval_label2ans.json", label2ans)
 
 
 def convert(image_dir, qa_file, data_root, *, split_ratio: str | None = None,
@@ -333,59 +382,41 @@ def convert(image_dir, qa_file, data_root, *, split_ratio: str | None = None,
     if detector != "grid" and weights and not Path(weights).is_file():
         raise QAFileError(f"--weights {weights}: no such file")
     previous = previous_manifest(root)
-
-    rows = read_rows(qa_path, fmt, answer_separator)
-    img_ids, all_files = resolve_images(rows, image_dir, qa_path)
-    qids = question_ids(rows, qa_path)
-    answers = [normalized_answers(r, qa_path) for r in rows]
-    splits = row_splits(rows, img_ids, split_ratio, seed, qa_path)
-    kept, dropped = drop_duplicates(rows, img_ids, duplicates, qa_path)
-    pick = lambda seq: [seq[i] for i in kept]  # noqa: E731
-    rows, img_ids, splits, qids, answers = map(pick, (rows, img_ids, splits, qids, answers))
+    q = read_questions(image_dir, qa_path, fmt, answer_separator, split_ratio, seed,
+                       duplicates)
     table_splits = [s for s in answer_splits.split(",") if s]
     data, label2ans, answer_stats = build_questions(
-        rows, img_ids, splits, qids, answers, table_splits, max_answers, min_answer_count,
-        qa_path)
-    files = {i: all_files[i] for i in sorted(set(img_ids))}
+        q.rows, q.img_ids, q.splits, q.question_ids, q.answers, table_splits, max_answers,
+        min_answer_count, qa_path)
 
     # features first (the long part): nothing else is written if they fail
     out_tsv = root / FEATURES
     out_tsv.parent.mkdir(parents=True, exist_ok=True)
-    fit_ids = sorted({i for i, s in zip(img_ids, splits) if s in table_splits})
-    key = fingerprint(settings, files, fit_ids if detector == "grid" else [])
-    sidecar = extract_features.sidecar_path(out_tsv)
-    old = (previous or {}).get("features", {})
-    if (not force and old.get("fingerprint") == key and out_tsv.is_file()
-            and out_tsv.stat().st_size == old.get("size") and sidecar.is_file()):
-        log(f"features of {len(files)} images up to date in {out_tsv} (--force extracts again)")
+    fit_ids = sorted({i for i, s in zip(q.img_ids, q.splits) if s in table_splits})
+    key = fingerprint(settings, q.files, fit_ids if detector == "grid" else [])
+    if not force and features_up_to_date(previous, out_tsv, key):
+        log(f"features of {len(q.files)} images up to date in {out_tsv} (--force extracts "
+            f"again)")
     else:
-        log(f"extracting {settings['detector']} features of {len(files)} images -> {out_tsv}")
-        extract(files, out_tsv, settings, fit_ids, verbose)
+        log(f"extracting {detector} features of {len(q.files)} images -> {out_tsv}")
+        extract(q.files, out_tsv, settings, fit_ids, verbose)
 
-    qa_dir = root / "vqa"
-    qa_dir.mkdir(parents=True, exist_ok=True)
-    (qa_dir / MANIFEST).unlink(missing_ok=True)  # incomplete until written again, last
-    for split in set((previous or {}).get("splits", {})) - set(data):
-        (qa_dir / f"{split}.json").unlink(missing_ok=True)
-    for split, datums in data.items():
-        _write_json(qa_dir / f"{split}.json", datums)
-    _write_json(qa_dir / "trainval_ans2label.json", {a: i for i, a in enumerate(label2ans)})
-    _write_json(qa_dir / "trainval_label2ans.json", label2ans)
-    split_images_count = Counter(split for _, split in set(zip(img_ids, splits)))
+    write_questions(root / "vqa", previous, data, label2ans)
+    images_per_split = Counter(split for _, split in set(zip(q.img_ids, q.splits)))
     manifest = {
-        "made_by": "tools.make_qa_dataset", "version": VERSION,
+        "made_by": MADE_BY, "version": VERSION, "complete": True,
         "source": {"questions": str(qa_path.resolve()), "images": str(image_dir.resolve())},
-        "splits": {s: {"questions": len(d), "images": split_images_count[s],
+        "splits": {s: {"questions": len(d), "images": images_per_split[s],
                        "features": FEATURES} for s, d in data.items()},
         "answers": {**answer_stats, "answer_splits": table_splits},
-        "duplicates_dropped": len(dropped), "duplicate_examples": dropped[:SHOWN],
-        "images": len(files),
+        "duplicates_dropped": len(q.duplicates), "duplicate_examples": q.duplicates[:SHOWN],
+        "images": len(q.files),
         "features": {"file": FEATURES, "extractor": settings, "fingerprint": key,
                      "size": out_tsv.stat().st_size},
         "settings": {"split_ratio": split_ratio, "seed": seed, "max_answers": max_answers,
                      "min_answer_count": min_answer_count, "duplicates": duplicates},
     }
-    _write_json(qa_dir / MANIFEST, manifest)
+    _write_json(root / "vqa" / MANIFEST, manifest)
     log(summary(manifest, root))
     return manifest
 

@@ -154,6 +154,9 @@ class DataRoot:
         if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
             raise ValueError(f"{path}: expected an object with 'splits'; convert again with "
                              f"{SOURCES['own_qa']}")
+        if manifest.get("complete") is False:
+            raise ValueError(f"{path}: the conversion into {self.root} did not finish; run "
+                             f"{SOURCES['own_qa']} again")
         return manifest
 
     def _dataset_split(self, manifest: dict, split: str) -> dict:
