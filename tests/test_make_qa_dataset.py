@@ -139,6 +139,9 @@ def test_converts_a_csv_with_splits_by_hand(images, tmp_path):
     with pytest.raises(ValueError, match="its splits: test, train, valid"):
         data_root.vqa_json("nominival")
     assert Path(data_root.answer_tables("vqa")[0]).parent == tmp_path / "root" / "vqa"
+    (tmp_path / "root" / "vqa" / "trainval_label2ans.json").unlink()
+    with pytest.raises(FileNotFoundError, match="trainval_label2ans.json not found"):
+        data_root.answer_tables("vqa")                      # never the shipped 3129 answers
 
 
 def test_split_ratio_is_by_image_and_fixed(images, tmp_path):

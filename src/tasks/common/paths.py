@@ -245,10 +245,12 @@ class DataRoot:
     def answer_tables(self, task: str) -> tuple[Path, Path]:
         """(trainval_ans2label.json, trainval_label2ans.json) of a VQA-like task."""
         task = self._qa_task(task)
-        dirs = [self.root / task] if task == "easyvqa" else self._dirs(task)
+        # a converted root's own table only, never the shipped one in its place
+        own = task == "easyvqa" or (task == "vqa" and self.vqa_dataset() is not None)
+        dirs = [self.root / task] if own else self._dirs(task)
         out = []
         for name in ("trainval_ans2label.json", "trainval_label2ans.json"):
-            shipped = REPO_DATA / task / name if task != "easyvqa" else None
+            shipped = None if own else REPO_DATA / task / name
             out.append(self._lookup(f"{task.upper()} answer table {name}", dirs, name,
                                     f"{task}_answers", shipped=shipped))
         return out[0], out[1]
