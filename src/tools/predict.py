@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = run(args)
-    except (PredictorError, FileNotFoundError, ValueError) as err:
+    except (PredictorError, OSError, ValueError) as err:  # OSError: missing / foreign files
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else format_table(result))
