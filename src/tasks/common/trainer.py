@@ -41,6 +41,7 @@ from tasks.common.resume import (RESUME_FORMAT, check_same_run, epoch_stats_to_p
                                  load_resume_file, plain_args, plain_data, plain_scalar,
                                  rng_state, set_rng_state)
 from tasks.common.run_folder import RunLock, append_metrics, start_metrics_section
+from tasks.common.run_record import check_loaded_runs
 from tasks.common.runtime import (compile_module, default_num_workers, git_commit, gpu_name,
                                   library_versions, mark_step_if_graphed, progress,
                                   resolve_device, seed_everything, setup_logging)
@@ -559,6 +560,7 @@ class Trainer:
 def run_task(args, task: Task, argv) -> dict:
     """What every task's `main(argv)` does: train (then validate each epoch), or with --test
     predict one split, report its metrics and write its result file. Returns a summary."""
+    check_loaded_runs(args, task.run_info())  # before anything is written
     trainer = Trainer(args, task)
     try:
         trainer.write_run_info(argv if argv is not None else sys.argv[1:])

@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from lxrt.loading import read_pretraining_answers
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
-from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config
+from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config, model_run_info
 from tasks.common.paths import DataRoot
 from tasks.common.readers import DataFormatError, check_feature_dim
 from tasks.common.trainer import CheckpointFiles, EvalResult, Task
@@ -242,5 +242,10 @@ class PretrainTask(Task):
         return EvalResult(score=valid_loss, metrics=metrics)
 
     # ---- checkpoints ---------------------------------------------------------------------
+    def run_info(self) -> dict:
+        """The model sizes and vocabulary (a fine-tuning run loading these weights checks the
+        vocabulary against its own; tools.predict says it needs a fine-tuned model)."""
+        return model_run_info("pretrain", self.config, self.tokenizer)
+
     def checkpoint_state(self, model) -> dict:
         return authors_state_dict(model, self.config)
