@@ -3,7 +3,9 @@ configs that cannot train, edited configs and changed data on --resume, and dama
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pytest
 
 from generated import common_flags
@@ -59,3 +61,88 @@ def test_image_limit_one_stops_before_the_first_step(small_root, tmp_path, no_tr
     with pytest.raises(DataFormatError, match=r"'mscoco_minival': ITM needs sentences of at "
                                               r"least two images"):
         pretrain_main(_flags(small_root, tmp_path / "out", stage, "--imageLimit", "1"))
+
+
+# ---- stage configs that cannot train ------------------------------------------------------------
+
+@pytest.mark.parametrize("fields, message", [
+    ({"loss_weights": {"mlm": float("nan")}}, r"'loss_weights': mlm: expected a finite number"),
+    ({"loss_weights": {"matched": float("inf")}}, r"matched: expected a finite number >= 0"),
+    ({"lr": float("inf")}, r"key 'lr': expected a finite positive number, got inf"),
+    ({"loss_weights": {"mlm": 0, "matched": 0}}, r"every loss of the tasks .* has weight 0"),
+    ({"word_mask_rate": 0, "itm_negative_rate": 0}, r"every task \(mlm, itm\) has weight 0 or "
+                                                    r"a rate of 0"),
+], ids=["nan-weight", "inf-weight", "inf-lr", "zero-weights", "zero-rates"])
+def test_a_stage_that_cannot_train_is_refused_at_load(small_root, tmp_path, fields, message):
+    with pytest.raises(SystemExit, match=message):
+        pretrain_main(_flags(small_root, tmp_path / "out", _stage(tmp_path, **fields),
+                             "--prepareOnly"))
+
+
+def test_an_idle_task_is_warned_about(small_root, tmp_path, caplog):
+    pretrain_main(_flags(small_root, tmp_path / "out", _stage(tmp_path, word_mask_rate=0),
+                         "--prepareOnly"))
+    assert "task mlm can teach nothing" in caplog.text
+
+
+def test_a_huge_hard_negative_k_is_cut_to_the_images(small_root, tmp_path, caplog):
+    stage = _stage(tmp_path, tasks=["mlm", "itm", "itm_hs"], hard_negative_k=10 ** 9)
+    pretrain_main(_flags(small_root, tmp_path / "out", stage, "--prepareOnly"))
+    assert "hard_negative_k 1000000000 is more than the 7 other images" in caplog.text
+    tables = list((tmp_path / "cache").glob("neighbors-*.npy"))  # training and validation
+    assert len(tables) == 2 and all(np.load(t).shape == (8, 7) for t in tables)
+
+
+# ---- --resume after the stage config was edited in place ---------------------------------------
+
+def test_resume_refuses_a_stage_config_edited_in_place(small_root, tmp_path):
+    stage, out = _stage(tmp_path), tmp_path / "out"
+    pretrain_main(_flags(small_root, out, stage, "--stopAfterSteps", "1"))
+    edited = json.loads(stage.read_text())
+    edited["word_mask_rate"] = 0.3
+    stage.write_text(json.dumps(edited))
+    with pytest.raises(SystemExit, match=r"stage_sha1: saved '[0-9a-f]+', now '[0-9a-f]+'"):
+        pretrain_main(_flags(small_root, out, stage, "--resume"))
+
+
+# ---- the corpus cache ---------------------------------------------------------------------------
+
+def _prepare(root, tmp_path, stage):
+    pretrain_main(_flags(root, tmp_path / "out", stage, "--prepareOnly"))
+
+
+@pytest.mark.parametrize("array, damage, message", [
+    ("piece_offsets", lambda a: np.zeros_like(a), r"piece_offsets\.npy is not a non-decreasing "
+                                                  r"run of offsets"),
+    ("label_ans", lambda a: a + 10 ** 6, r"label_ans\.npy holds ids outside \[0, "),
+], ids=["zeroed-offsets", "answer-ids"])
+def test_a_damaged_corpus_cache_is_named_rebuilt_and_replaced(small_root, tmp_path, caplog,
+                                                              array, damage, message):
+    stage = _stage(tmp_path, tasks=["mlm", "itm", "qa"])
+    _prepare(small_root, tmp_path, stage)
+    caches = sorted((tmp_path / "cache").glob("corpus-*"))  # training and validation
+    for cache in caches:
+        path = cache / f"{array}.npy"
+        np.save(path, damage(np.load(path)))
+    caplog.clear()
+    _prepare(small_root, tmp_path, stage)
+    for cache in caches:
+        assert re.search(rf"unusable cache {cache} .*{message}", caplog.text)
+    caplog.clear()
+    _prepare(small_root, tmp_path, stage)  # the rebuilt caches were saved in their place
+    assert "unusable cache" not in caplog.text
+    assert all(f"flattened index from {cache}" in caplog.text for cache in caches)
+
+
+def test_a_killed_builds_temporary_folder_is_removed(small_root, tmp_path):
+    stage = _stage(tmp_path)
+    _prepare(small_root, tmp_path, stage)
+    cache = next((tmp_path / "cache").glob("corpus-*"))
+    left = cache.with_name(f".{cache.name}.999999999.tmp")
+    left.mkdir()
+    np.save(left / "piece_ids.npy", np.zeros(3))  # killed in the middle of the save
+    foreign = cache.with_name(f".{cache.name}.999999998.tmp")
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    _prepare(small_root, tmp_path, stage)
+    assert not left.exists() and (foreign / "notes.txt").read_text() == "mine"

@@ -3,6 +3,8 @@ validation loss as the score (lower is better), and checkpoints in the authors' 
 (`EpochNN_LXRT.pth`, `BEST_EVAL_LOSS_LXRT.pth`, `LAST_LXRT.pth`) written by the trainer."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from typing import Optional
 
@@ -242,6 +244,11 @@ class PretrainTask(Task):
         return EvalResult(score=valid_loss, metrics=metrics)
 
     # ---- checkpoints ---------------------------------------------------------------------
+    def run_inputs(self) -> dict:
+        """The stage's content (its file may be edited in place between stop and resume)."""
+        stage = json.dumps(self.stage.to_dict(), sort_keys=True).encode("utf-8")
+        return {"stage_sha1": hashlib.sha1(stage).hexdigest()}
+
     def run_info(self) -> dict:
         """The model sizes and vocabulary (a fine-tuning run loading these weights checks the
         vocabulary against its own; tools.predict says it needs a fine-tuned model)."""
