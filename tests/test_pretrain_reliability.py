@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from generated import common_flags
 from tasks.common.readers import DataFormatError
 from tasks.common.trainer import Trainer
+from tasks.pretrain.data import phrases_fit
 from tasks.pretrain.main import main as pretrain_main
 
 
@@ -146,3 +148,25 @@ def test_a_killed_builds_temporary_folder_is_removed(small_root, tmp_path):
     (foreign / "notes.txt").write_text("mine")
     _prepare(small_root, tmp_path, stage)
     assert not left.exists() and (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_a_damaged_nearest_image_table_is_recomputed(small_root, tmp_path, caplog):
+    stage = _stage(tmp_path, tasks=["mlm", "itm", "itm_hs"], hard_negative_k=3)
+    _prepare(small_root, tmp_path, stage)
+    tables = sorted((tmp_path / "cache").glob("neighbors-*.npy"))
+    good = [np.load(t) for t in tables]
+    for table in tables:
+        np.save(table, np.full_like(np.load(table), 10 ** 6))  # ids of no image
+    caplog.clear()
+    _prepare(small_root, tmp_path, stage)
+    assert caplog.text.count("with image ids below 8; recomputing") == len(tables)
+    assert all(np.array_equal(np.load(t), g) for t, g in zip(tables, good))
+
+
+def test_a_damaged_noun_chunk_table_does_not_fit():
+    corpus = SimpleNamespace(num_sentences=2)
+    offsets, bounds = np.array([0, 1, 2]), np.array([[0, 2], [1, 3]], dtype=np.int16)
+    assert phrases_fit(offsets, bounds, corpus)
+    assert not phrases_fit(np.zeros(3, dtype=np.int64), bounds, corpus)  # zeroed offsets
+    assert not phrases_fit(np.array([0, 2, 1]), bounds, corpus)
+    assert not phrases_fit(offsets, np.array([[0, 2], [3, 3]], dtype=np.int16), corpus)

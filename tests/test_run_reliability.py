@@ -2,6 +2,7 @@
 a training set changed between stop and resume, a kill -9 while forked workers live on, a
 run.lock that is a directory, a metrics line cut by a crash, and a device that does not exist."""
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import torch
 
 from generated import ROOT, _env, common_flags
 from tasks.common.checkpoints import atomic_torch_save
+from tasks.common.resume import changed_inputs
 from tasks.common.run_folder import RunLock, append_metrics, read_metrics
 from tasks.vqa.main import main as vqa_main
 
@@ -142,3 +144,24 @@ def test_an_unknown_device_is_refused_by_name(small_root, tmp_path, device, mess
     with pytest.raises(SystemExit, match=rf"--device {device}: {message}"):
         vqa_main(common_flags(small_root, tmp_path / "run") + ["--device", device,
                                                                "--epochs", "1"])
+
+
+def test_resume_states_without_recorded_inputs_compare_flags_only():
+    now = {"train_examples": 10, "train_sha1": "abc", "stage_sha1": "def"}
+    assert changed_inputs(None, now) == [] and changed_inputs({}, now) == []
+    assert changed_inputs({"train_examples": 12}, now) == ["train_examples: saved 12, now 10"]
+
+
+def test_every_test_the_reliability_table_names_exists():
+    """docs/reliability.md names, per case, the test that covers it: each name must be a test
+    function of the suite (in the file it names, when it names one)."""
+    table = (ROOT / "docs" / "reliability.md").read_text()
+    sources = {p.relative_to(ROOT).as_posix(): p.read_text()
+               for p in (ROOT / "tests").glob("test_*.py")}
+    missing = []
+    for file, name in re.findall(r"`(?:(tests/test_\w+\.py)::)?(test_\w+)`", table):
+        texts = [sources.get(file, "")] if file else sources.values()
+        if not any(re.search(rf"^def {name}\(", text, re.M) for text in texts):
+            missing.append(f"{file + '::' if file else ''}{name}")
+    assert len(re.findall(r"`(?:tests/test_\w+\.py::)?test_\w+`", table)) > 50
+    assert not missing, missing
