@@ -52,26 +52,20 @@ def write_marker(folder: Path, source: str) -> None:
     (Path(folder) / MARKER).write_text(json.dumps(info) + "\n")
 
 
-def _has_marker(folder: Path) -> bool:
+def _names_our_format(path: Path) -> bool:
+    """`path` is a JSON object whose "format" is ours."""
     try:
-        with open(folder / MARKER) as f:
-            return json.load(f).get("format") == STORE_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _has_own_manifest(folder: Path) -> bool:
-    """A store written before markers existed: its manifest names our format."""
-    try:
-        with open(folder / MANIFEST) as f:
+        with open(path) as f:
             return json.load(f).get("format") == STORE_FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 
 
 def is_own_folder(folder: Path) -> bool:
+    """A store this program started: its marker, or (stores written before markers existed)
+    a manifest of our format."""
     folder = Path(folder)
-    return _has_marker(folder) or _has_own_manifest(folder)
+    return _names_our_format(folder / MARKER) or _names_our_format(folder / MANIFEST)
 
 
 def check_replaceable(store_dir: Path) -> None:
