@@ -34,7 +34,7 @@ def _weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-# ---- a real file-size limit ----------------------------------------------------------------------
+# ---- a real file-size limit ---------------------------------------------------------------------
 
 def test_a_write_past_a_real_size_limit_names_the_file_and_keeps_the_previous(tmp_path):
     path = tmp_path / "LAST.pth"
@@ -91,7 +91,7 @@ def test_resume_refuses_a_training_set_that_changed(small_root, tmp_path):
         vqa_main(flags + ["--resume"])
 
 
-# ---- locks ----------------------------------------------------------------------------------------
+# ---- locks -------------------------------------------------------------------------------------
 
 HOLDER = """
 import multiprocessing, sys, time
@@ -123,7 +123,7 @@ def test_a_directory_named_run_lock_is_refused_by_name(tmp_path):
         RunLock(tmp_path).acquire()
 
 
-# ---- metrics.jsonl after a crash mid-line; --device ----------------------------------------------
+# ---- metrics.jsonl after a crash mid-line; --device ---------------------------------------------
 
 def test_a_line_cut_by_a_crash_stays_apart_from_the_next_record(tmp_path):
     append_metrics(tmp_path, {"epoch": 0, "train_loss": 1.5})

@@ -81,12 +81,13 @@ def read_run_info(load: str | os.PathLike) -> tuple[Path, dict]:
     task_info = info.get("task_info") or {}
     if task_info.get("task") == "pretrain" or checkpoint.name.endswith("_LXRT.pth") \
             or "stage" in (info.get("args") or {}):
+        stem = str(checkpoint)
+        stem = stem[:-len("_LXRT.pth")] if stem.endswith("_LXRT.pth") else stem
         raise PredictorError(
             f"{checkpoint} is a pre-training checkpoint (the encoder and the pre-training "
             f"heads); tools.predict answers with a fine-tuned model. Fine-tune from it first "
-            f"(e.g. bash run/vqa_finetune.bash 0 NAME --loadLXMERT "
-            f"{str(checkpoint)[:-len('_LXRT.pth')] if checkpoint.name.endswith('_LXRT.pth') else checkpoint}"
-            f"), then --load snap/<task>/NAME/BEST")
+            f"(e.g. bash run/vqa_finetune.bash 0 NAME --loadLXMERT {stem}), then --load "
+            f"snap/<task>/NAME/BEST")
     required = ["task", "model_config", "vocab_file"]
     if task_info.get("task") in QA_TASKS:
         required += ["num_answers", "ans2label", "label2ans"]

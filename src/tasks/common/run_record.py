@@ -76,8 +76,9 @@ def differences(recorded: dict, current: dict) -> list[str]:
                    f"words other ids")
     if isinstance(recorded.get("answers"), list) and isinstance(current.get("answers"), list) \
             and recorded["answers"] != current["answers"]:
-        out.append(f"the answer table differs: {first_difference(recorded['answers'], current['answers'])}"
-                   f"; the model's answers would be named wrongly")
+        where = first_difference(recorded["answers"], current["answers"])
+        out.append(f"the answer table differs: {where}; the model's answers would be named "
+                   f"wrongly")
     return out
 
 
