@@ -334,6 +334,12 @@ def test_bad_images_and_roots(images, tmp_path):
         message = error_of(tmp_path, images, "a.csv",
                            f"image,question,answer\n0.png,A?,r\n{bad},B?,r\n")
         assert f"a.csv: line 3: {images / bad} is not a readable image" in message
+    # a header that reads and pixels that do not: stopped by the extraction, named by line
+    (images / "cut.png").write_bytes((images / "0.png").read_bytes()[:-60])
+    message = error_of(tmp_path, images, "a.csv", "image,question,answer,split\n"
+                       "0.png,A?,r,train\ncut.png,B?,r,valid\n")
+    assert f"a.csv: line 3: {images / 'cut.png'}: cannot read the image" in message
+    assert not (tmp_path / "root" / "vqa").exists()
     (tmp_path / "0.png").write_bytes((images / "0.png").read_bytes())
     (tmp_path / "0.jpg").write_bytes((images / "0.png").read_bytes())
     message = error_of(tmp_path, tmp_path, "a.csv", "image,question,answer\n0.png,A?,r\n"

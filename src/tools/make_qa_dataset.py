@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tools import extract_features
+from tools.image_files import BadImageError
 from tools.qa_rows import QAFileError, Row, read_rows
 from tools.vqa_answers import (answer_table, answer_type, normalize_answer, soft_scores,
                                top_answer)
@@ -263,7 +264,7 @@ def extract(files: dict, out_tsv: Path, settings: dict, fit_ids: list[str],
                                                   settings["grid"])
         extract_features.extract_to_tsv({i: str(f) for i, f in files.items()}, out_tsv,
                                         settings["grid"], settings["dim"], standardize=scale,
-                                        progress=verbose)
+                                        progress=verbose, bad_images="stop")
         return
     # a detector: through the extractor's command line, on a folder whose file names are the
     # img_ids (links to the images), so the TSV's ids are ours
@@ -399,7 +400,13 @@ def convert(image_dir, qa_file, data_root, *, split_ratio: str | None = None,
             f"again)")
     else:
         log(f"extracting {detector} features of {len(q.files)} images -> {out_tsv}")
-        extract(q.files, out_tsv, settings, fit_ids, verbose)
+        try:
+            extract(q.files, out_tsv, settings, fit_ids, verbose)
+        except BadImageError as err:  # its header read, its pixels did not: name the row
+            line = next((q.rows[k].line for k, i in enumerate(q.img_ids)
+                         if str(err).startswith(str(q.files[i]))), None)
+            where = f"line {line}: " if line else ""
+            raise QAFileError(f"{qa_path}: {where}{err}") from None
 
     write_questions(root / "vqa", previous, data, label2ans)
     images_per_split = Counter(split for _, split in set(zip(q.img_ids, q.splits)))
