@@ -9,6 +9,7 @@ import os
 import platform
 import random
 import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -121,3 +122,10 @@ def library_versions() -> dict:
 
 def gpu_name(device: torch.device) -> Optional[str]:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else None
+
+
+def entry_point() -> Optional[str]:
+    """`python -m MODULE` of this process when it was started that way (the command a model
+    card repeats), else None (e.g. main(argv) called from Python)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return f"python -m {spec.name}" if spec is not None and spec.name else None

@@ -15,6 +15,7 @@ task may name its stats as it likes."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -41,8 +42,8 @@ from tasks.common.resume import (RESUME_FORMAT, check_same_run, epoch_stats_to_p
                                  load_resume_file, plain_args, plain_data, plain_scalar,
                                  rng_state, set_rng_state)
 from tasks.common.run_folder import RunLock, append_metrics, start_metrics_section
-from tasks.common.runtime import (compile_module, default_num_workers, git_commit, gpu_name,
-                                  library_versions, mark_step_if_graphed, progress,
+from tasks.common.runtime import (compile_module, default_num_workers, entry_point, git_commit,
+                                  gpu_name, library_versions, mark_step_if_graphed, progress,
                                   resolve_device, seed_everything, setup_logging)
 from tasks.common.sampler import EpochSampler, training_sampler
 from tasks.common.task_dataset import TaskDataset
@@ -543,10 +544,12 @@ class Trainer:
     def write_run_info(self, argv) -> None:
         if not self.is_main:
             return
-        info = {"argv": list(argv), "args": vars(self.args), "git_commit": git_commit(),
-                "versions": library_versions(), "device": str(self.device),
-                "world_size": self.dist.world_size, "host": platform.node(),
-                "cuda": gpu_name(self.device), "task_info": self.task.run_info()}
+        info = {"argv": list(argv), "entry_point": entry_point(), "args": vars(self.args),
+                "git_commit": git_commit(), "versions": library_versions(),
+                "device": str(self.device), "world_size": self.dist.world_size,
+                "host": platform.node(), "cuda": gpu_name(self.device),
+                "checkpoint_files": dataclasses.asdict(self.task.checkpoint_files),
+                "task_info": self.task.run_info()}
         atomic_write_json(self.output / "run_info.json", info, indent=2, default=str)
         start_metrics_section(self.output, argv, bool(self.args.resume))
 

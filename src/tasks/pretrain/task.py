@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from lxrt.loading import read_pretraining_answers
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
-from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config
+from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config, model_run_info
 from tasks.common.paths import DataRoot
 from tasks.common.readers import check_feature_dim
 from tasks.common.trainer import CheckpointFiles, EvalResult, Task
@@ -101,6 +101,10 @@ class PretrainTask(Task):
             load_encoder(model, self.args.load_lxmert)
         else:
             log.info("pre-training from scratch (random initialisation)")
+
+    def run_info(self) -> dict:
+        """For tools.export: the model's sizes and heads (and the task's name)."""
+        return model_run_info("pretrain", self.config, self.tokenizer)
 
     # ---- data ----------------------------------------------------------------------------
     def _topk(self) -> Optional[int]:
