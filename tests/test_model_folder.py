@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from generated import common_flags
+from generated import ROOT, common_flags
 from lxrt.folder import CONFIG_NAME, WEIGHTS_NAME, FolderError
 from lxrt.loading import load_pretrained_encoder, to_authors_layout
 from lxrt.modeling import LXRTEncoder, LXRTPretraining
@@ -273,3 +273,46 @@ def test_predictor_reads_a_folder_directly(exported):
     folder = exported[3]
     p = Predictor.from_run(folder)
     assert p.task == "vqa" and p.labels == json.loads((folder / CONFIG_NAME).read_text())["labels"]
+
+
+def test_authors_finetuned_checkpoint_to_folder_and_back(exported, tmp_path):
+    """A fine-tuned model in the authors' layout (their table, DataParallel prefixes) goes
+    through a run's task description to a folder and back to the same tensors."""
+    _, run, _, _ = exported
+    config = QAModel.from_pretrained(exported[3]).lxrt_encoder.config
+    state = to_authors_layout(torch.load(run / "BEST.pth", weights_only=True), config)
+    table = "lxrt_encoder.model.bert.word_embeddings.weight"
+    state[table] = torch.randn(config.vocab_size, config.visual_feat_dim)
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "theirs.pth")
+    folder, back = tmp_path / "folder", tmp_path / "back.pth"
+    assert export.main([str(run), str(folder), "--checkpoint", str(tmp_path / "theirs.pth")]) == 0
+    assert export.main([str(folder), str(back), "--toAuthors"]) == 0
+    restored = torch.load(back, weights_only=True)
+    assert sorted(restored) == sorted(state)
+    assert all(torch.equal(restored[k], v) for k, v in state.items())
+
+
+def test_pretraining_run_exports_and_every_pretrained_flag_reads_it(small_root, tmp_path):
+    from lxrt.loading import load_lxmert_qa
+    from tasks.pretrain.main import main as pretrain_main
+    from tasks.pretrain.model import load_full
+    out, folder = tmp_path / "token", tmp_path / "folder"
+    pretrain_main(["--stage", str(ROOT / "run" / "configs" / "msp" / "token.json"),
+                   *common_flags(small_root, out, load_lxmert=False), "--train",
+                   "mscoco_nominival", "--valid", "mscoco_minival", "--batchSize", "8",
+                   "--epochs", "1"])
+    assert export.main([str(out), str(folder)]) == 0  # its BEST_EVAL_LOSS_LXRT.pth
+    assert json.loads((folder / CONFIG_NAME).read_text())["task"] == "pretrain"
+    config = LXRTPretraining.from_pretrained(folder).config
+    from_file, from_folder = LXRTPretraining(config), LXRTPretraining(config)
+    load_full(from_file, out / "BEST_EVAL_LOSS")            # --init FILE
+    load_full(from_folder, folder)                          # --init FOLDER
+    for key, value in from_file.state_dict().items():
+        assert torch.equal(value, from_folder.state_dict()[key]), key
+    answers = json.loads((small_root / "vqa" / "trainval_label2ans.json").read_text())
+    heads = []
+    for source in (out / "BEST_EVAL_LOSS", folder):         # --loadLXMERTQA FILE / FOLDER
+        model = QAModel(config, len(answers))
+        load_lxmert_qa(model, source, answers, small_root / "lxmert" / "all_ans.json")
+        heads.append(model.logit_fc.state_dict())
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
