@@ -27,6 +27,12 @@ EXTRAS_REQUIRE = {
     # tasks.pretrain: noun chunks for the phrase stage from spaCy (plus an English model such
     # as en_core_web_sm); without it a small rule-based chunker is used
     "phrases": ["spacy"],
+    # --tensorboard: torch.utils.tensorboard writes the event files with it
+    "tensorboard": ["tensorboard"],
+    # tools.demo: the web page
+    "demo": ["gradio"],
+    # tests/test_demo.py's real-browser test drives Debian's chromium + chromium-driver
+    "browser": ["selenium"],
 }
 
 setup(

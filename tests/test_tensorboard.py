@@ -15,9 +15,9 @@ RUN = ["--train", "train", "--valid", "minival", "--batchSize", "8", "--epochs",
 
 
 def _scalars(folder):
-    accumulator = pytest.importorskip(
-        "tensorboard.backend.event_processing.event_accumulator")
-    reader = accumulator.EventAccumulator(str(folder))
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    reader = EventAccumulator(str(folder))
     reader.Reload()
     return {tag: [(e.step, e.value) for e in reader.Scalars(tag)]
             for tag in reader.Tags()["scalars"]}
