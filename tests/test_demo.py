@@ -109,6 +109,10 @@ def test_nlvr2_and_retrieval_pages_functions(small_root):
     assert rows == sorted(rows, key=lambda r: -r[2])
     with pytest.raises(DemoError, match="type a caption"):
         retrieval.rank("", str(flickr))
+    pytest.importorskip("gradio")
+    from tools.demo import build_app
+    for page in (nlvr2, retrieval):  # the pages of both build
+        build_app(page)
 
 
 def test_check_image_accepts_a_real_photo(easyvqa_run):
