@@ -93,6 +93,7 @@ def test_authors_checkpoint_to_folder_and_back_is_bit_identical(tmp_path):
     assert export.main(argv) == 0
     assert export.main([str(tmp_path / "folder"), str(tmp_path / "back.pth"), "--toAuthors"]) == 0
     back = torch.load(tmp_path / "back.pth", weights_only=True)
+    assert "`authors_unused.safetensors` keeps" in (tmp_path / "folder" / "README.md").read_text()
     stripped = {k[len("module."):]: v for k, v in original.items()}
     assert sorted(back) == sorted(stripped)
     for key, value in stripped.items():
@@ -225,6 +226,7 @@ def test_exported_folder_card_and_config(exported):
     for heading in ("Intended use", "Limitations", "Training data", "Recipe", "Results",
                     "Command", "How to load"):
         assert f"## {heading}" in card, heading
+    assert "authors_unused" not in card and not (folder / "authors_unused.safetensors").exists()
 
 
 def test_load_folder_predicts_as_the_checkpoint(exported, tmp_path, capsys):

@@ -127,7 +127,7 @@ def save_folder(model: nn.Module, directory, vocab_file, *, task=None, labels=No
         task=task, labels=labels, encoder_prefix=prefix, tied_weights=tied,
         info=dict(info or {}))
     weights = split_tied(model.state_dict(), tied)
-    card = model_card(config, type(model), card_sections or {})
+    card = model_card(config, type(model), card_sections or {}, bool(authors_unused))
     written = write_folder(directory, config, weights, vocab_file, card, authors_unused,
                            extra_files, overwrite)
     log.info("wrote %s: %s, %d tensors", written, config.architecture, len(weights))
@@ -195,7 +195,7 @@ def folder_from_authors(model: nn.Module, state: dict, directory, vocab_file, so
               if k.endswith(AUTHORS_VISUAL_CLS_KEY) and _holds_more_than_cls(v, encoder.config)}
     split_tied(converted, tied_weights(model))  # tied copies that differ are refused
     check_and_load(model, converted, source)
-    info = {"converted_from": source, **(save_kwargs.pop("info", None) or {})}
+    info = {"source": source, **(save_kwargs.pop("info", None) or {})}
     return save_folder(model, directory, vocab_file, authors_unused=unused, info=info,
                        **save_kwargs)
 
@@ -230,7 +230,8 @@ def authors_state_from_folder(directory) -> dict:
 # The model card
 # ----------------------------------------------------------------------------------------------
 
-def model_card(config: FolderConfig, cls: type, sections: dict) -> str:
+def model_card(config: FolderConfig, cls: type, sections: dict,
+               authors_unused: bool = False) -> str:
     """README.md of the folder: what the model is and can do (from its class), then the
     caller's sections (data, recipe, figures, command), then how to load it."""
     c = config.model_config
@@ -254,5 +255,5 @@ def model_card(config: FolderConfig, cls: type, sections: dict) -> str:
               f"`{CONFIG_NAME}` holds the sizes, task and labels, `{WEIGHTS_NAME}` the weights "
               f"(strictly loaded), `{VOCAB_NAME}` the vocabulary."
               + (f" `{AUTHORS_UNUSED_NAME}` keeps the tensors of the authors' layout that the "
-                 f"model never reads." if "converted_from" in config.info else ""), ""]
+                 f"model never reads." if authors_unused else ""), ""]
     return "\n".join(lines)

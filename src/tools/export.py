@@ -85,7 +85,8 @@ def run_sections(run: Path, info: dict, test_runs: list) -> dict:
             f"trained on `{args.get('train')}`, validated on `{args.get('valid') or 'none'}`"
             + (f"; region features {', '.join(f'`{f}`' for f in features)}" if features else "")
             + ".")
-    recipe = (f"{args.get('epochs')} epochs, batch {args.get('batch_size')}, lr "
+    epochs = args.get("epochs")
+    recipe = (f"{epochs} epoch{'' if epochs == 1 else 's'}, batch {args.get('batch_size')}, lr "
               f"{args.get('lr')}, BertAdam (warmup {args.get('warmup')}, gradient clipping "
               f"{args.get('clip_norm')}), seed {args.get('seed')}, precision "
               f"{args.get('precision')}, started from {start}; {info.get('world_size', 1)} "
