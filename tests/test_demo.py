@@ -18,7 +18,7 @@ from tools.demo import MAX_IMAGE_PIXELS, Demo, DemoError, build_parser, check_im
 from tools.predictor import Predictor, PredictorError
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-QUESTION = "What color is the shape?"
+QUESTION = "What shape is in the image?"
 
 
 @pytest.fixture(scope="module")

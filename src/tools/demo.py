@@ -170,6 +170,14 @@ def _shown(fn):
     return call
 
 
+def _shown_path(path: str) -> str:
+    """A path as the page shows it: relative to the working folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
+
+
 def _image_inputs(gr, demo: Demo, features, label: str):
     upload = gr.File(label=f"Upload {label}", file_types=["image"], type="filepath")
     # any value passes the widget: the feature store names an img_id it does not hold
@@ -184,7 +192,8 @@ def build_app(demo: Demo):
     gr = _gradio()
     with gr.Blocks(title="LXMERT-S demo") as app:
         gr.Markdown(f"## LXMERT-S\n{demo.title()}", elem_id="served")
-        features = gr.Dropdown(demo.feature_files, label="feature file",
+        features = gr.Dropdown([(_shown_path(f), f) for f in demo.feature_files],
+                               label="feature file",
                                value=demo.feature_files[0] if demo.feature_files else None)
         if demo.task in QA_TASKS:
             with gr.Row():

@@ -125,7 +125,8 @@ def gpu_name(device: torch.device) -> Optional[str]:
 
 
 def entry_point() -> Optional[str]:
-    """`python -m MODULE` of this process when it was started that way (the command a model
-    card repeats), else None (e.g. main(argv) called from Python)."""
+    """`python -m tasks.X.main` when this process was started as one of the task entry points
+    (the command a model card repeats), else None (e.g. main(argv) called from Python)."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return f"python -m {spec.name}" if spec is not None and spec.name else None
+    name = spec.name if spec is not None else ""
+    return f"python -m {name}" if name.startswith("tasks.") else None
