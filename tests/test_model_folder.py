@@ -253,12 +253,25 @@ def test_folder_as_an_encoder_start_and_the_labels_check(exported, tmp_path):
     assert report.ignored == []  # the answer head is set aside by the folder reader
     for key, value in encoder.state_dict().items():
         assert torch.equal(value, model.lxrt_encoder.state_dict()[key]), key
+    test = ["--train", "", "--valid", "", "--test", "test"]
     changed = tmp_path / "changed"
     shutil.copytree(folder, changed)
     _edit_config(changed, lambda v: v.update(labels=list(reversed(v["labels"]))))
+    with pytest.raises(SystemExit, match="answer table differs: label 0 was"):
+        vqa_main(common_flags(root, tmp_path / "x") + test + ["--load", str(changed)])
+    assert not (tmp_path / "x").exists()  # refused before anything was written
+    from lxrt.pretrained import load_folder_into  # and the loader checks them too
     with pytest.raises(FolderError, match="labels differ from this run's"):
-        vqa_main(common_flags(root, tmp_path / "x") + ["--train", "", "--valid", "", "--test",
-                                                       "test", "--load", str(changed)])
+        load_folder_into(QAModel.from_pretrained(folder), changed,
+                         labels=model.folder_config.labels)
+    other_vocab = tmp_path / "other_vocab"
+    shutil.copytree(folder, other_vocab)
+    with open(other_vocab / "vocab.txt", "a") as handle:
+        handle.write("newword\n")
+    for flag in ("--load", "--loadLXMERT"):
+        with pytest.raises(SystemExit, match="the vocabulary differs"):
+            vqa_main(common_flags(root, tmp_path / "y", load_lxmert=False) + test +
+                     [flag, str(other_vocab)])
 
 
 def test_export_errors_name_the_run(exported, tmp_path, capsys):

@@ -19,6 +19,7 @@ retrieval heads are 2-way softmax classifiers: P(true) and P(match) are their so
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,12 @@ from lxrt.loading import load_finetuned, resolve_finetuned_path
 from lxrt.tokenization import LXRTTokenizer
 from tasks.common.features import FeatureStore, open_feature_store, read_manifest
 from tasks.common.model_setup import MAX_SEQ_LENGTH
+from tasks.common.run_record import answers_sha1, file_sha1
+from tasks.common.runtime import resolve_device
 from tasks.common.tsv_format import normalise_boxes
 from tasks.qa.data import AnswerTable
+
+log = logging.getLogger(__name__)
 
 QA_TASKS = ("vqa", "gqa", "easyvqa")
 NORMALISATIONS = ("sigmoid", "softmax")
@@ -75,6 +80,15 @@ def read_run_info(load: str | os.PathLike) -> tuple[Path, dict]:
     except ValueError as err:
         raise PredictorError(f"{info_path}: not valid JSON ({err})") from None
     task_info = info.get("task_info") or {}
+    if task_info.get("task") == "pretrain" or checkpoint.name.endswith("_LXRT.pth") \
+            or "stage" in (info.get("args") or {}):
+        stem = str(checkpoint)
+        stem = stem[:-len("_LXRT.pth")] if stem.endswith("_LXRT.pth") else stem
+        raise PredictorError(
+            f"{checkpoint} is a pre-training checkpoint (the encoder and the pre-training "
+            f"heads); tools.predict answers with a fine-tuned model. Fine-tune from it first "
+            f"(e.g. bash run/vqa_finetune.bash 0 NAME --loadLXMERT {stem}), then --load "
+            f"snap/<task>/NAME/BEST")
     required = ["task", "model_config", "vocab_file"]
     if task_info.get("task") in QA_TASKS:
         required += ["num_answers", "ans2label", "label2ans"]
@@ -142,24 +156,74 @@ def open_features(path: str | os.PathLike) -> FeatureStore:
     return open_feature_store(path, progress=False)
 
 
+def check_sentences(sentences: Sequence[str]) -> None:
+    if isinstance(sentences, str) or not sentences:
+        raise PredictorError("give at least one question/statement (a list of strings)")
+    for s in sentences:
+        if not isinstance(s, str) or not s.strip():
+            raise PredictorError(f"empty question/statement {s!r}")
+
+
+def check_vocabulary(task_info: dict, info_path: Path) -> None:
+    """The vocabulary file must be the one the run was trained with (runs that recorded its
+    sha1; a reordered or edited file gives words other ids)."""
+    vocab = Path(task_info["vocab_file"])
+    if not vocab.is_file():
+        raise PredictorError(f"{info_path}: the run's vocabulary {vocab} is missing")
+    recorded = task_info.get("vocab_sha1")
+    if recorded and file_sha1(vocab) != recorded:
+        raise PredictorError(
+            f"{vocab} is not the vocabulary the model was trained with (sha1 {recorded[:12]} "
+            f"recorded in {info_path}, {file_sha1(vocab)[:12]} now): a reordered or edited "
+            f"vocabulary gives words other ids. Restore the file of the training run")
+
+
+def trained_answers(task_info: dict, info_path: Path) -> list[str]:
+    """The answer list the model was trained with: recorded in run_info.json (checked against
+    its sha1 and the model's answer count), or, for runs made before it was recorded, read from
+    the answer table files the run names (then only their length can be checked)."""
+    count = int(task_info["num_answers"])
+    answers = task_info.get("answers")
+    if answers is not None:
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers) \
+                or len(answers) != count or (task_info.get("answers_sha1") and
+                                             answers_sha1(answers) != task_info["answers_sha1"]):
+            raise PredictorError(f"{info_path}: task_info.answers is not the list of "
+                                 f"{count} answers recorded at training (edited?)")
+        return answers
+    try:
+        table = AnswerTable(task_info["ans2label"], task_info["label2ans"])
+    except (OSError, ValueError) as err:
+        raise PredictorError(f"{info_path}: the run's answer table cannot be read: {err}") \
+            from None
+    if table.num_answers != count:
+        raise PredictorError(
+            f"the answer table {table.label2ans_path} has {table.num_answers} answers but the "
+            f"model was trained with {count} (recorded in {info_path}): it changed since "
+            f"training. Restore the table of the training run")
+    log.warning("%s records no answer list (a run made before answer lists were recorded): "
+                "answers are named by %s as it is now, unchecked", info_path,
+                table.label2ans_path)
+    return table.label2ans
+
+
 class Predictor:
     def __init__(self, model: torch.nn.Module, task_info: dict, tokenizer: LXRTTokenizer,
-                 device: torch.device, checkpoint: Path, extractor_weights=None):
+                 device: torch.device, checkpoint: Path, answers: Optional[list] = None,
+                 extractor_weights=None):
         self.model, self.task_info, self.tokenizer = model.eval(), task_info, tokenizer
         self.task, self.device, self.checkpoint = task_info["task"], device, checkpoint
         self.extractor_weights = extractor_weights
         self._featurizer = None
-        self.answers = None
-        if self.task in QA_TASKS:
-            self.answers = (AnswerTable.from_labels(task_info["labels"], str(checkpoint))
-                            if task_info.get("labels") else
-                            AnswerTable(task_info["ans2label"], task_info["label2ans"]))
+        self.answers = answers
+        if self.task in QA_TASKS and answers is None:
+            self.answers = trained_answers(task_info, checkpoint.parent / "run_info.json")
 
     @property
     def labels(self) -> Optional[list]:
         """What each output of the model's head means (the answers of a VQA/GQA model)."""
         if self.answers is not None:
-            return self.answers.label2ans
+            return list(self.answers)
         fixed = getattr(self.model, "default_labels", None)
         return list(fixed) if fixed else None
 
@@ -171,17 +235,22 @@ class Predictor:
         model's features came from (a backbone, or the detector) on this machine, for
         `image_from_file` when the path its record names is not here."""
         if is_model_folder(load):
-            checkpoint, task_info = Path(load), read_folder_info(load)
-            where = checkpoint / "config.json"
-        else:
-            checkpoint, task_info = read_run_info(load)
-            where = checkpoint.parent / "run_info.json"
-        return cls.from_task_info(checkpoint, task_info, where, device, extractor_weights)
+            folder = Path(load)
+            task_info = read_folder_info(folder)
+            return cls.from_task_info(folder, task_info, folder / "config.json", device,
+                                      extractor_weights, task_info.get("labels"))
+        checkpoint, task_info = read_run_info(load)
+        info_path = checkpoint.parent / "run_info.json"
+        check_vocabulary(task_info, info_path)
+        return cls.from_task_info(checkpoint, task_info, info_path, device, extractor_weights)
 
     @classmethod
     def from_task_info(cls, checkpoint: Path, task_info: dict, where, device: str = "cpu",
-                       extractor_weights=None) -> "Predictor":
-        """The model of `task_info` (recorded in `where`) with the weights of `checkpoint`."""
+                       extractor_weights=None, answers: Optional[list] = None) -> "Predictor":
+        """The model of `task_info` (recorded in `where`) with the weights of `checkpoint`;
+        a VQA/GQA model's `answers` default to those its run recorded."""
+        if task_info["task"] in QA_TASKS and answers is None:
+            answers = trained_answers(task_info, Path(where))
         config = LXRTConfig.from_dict(task_info["model_config"])
         model = build_task_model(task_info["task"], config, task_info)
         try:
@@ -191,11 +260,13 @@ class Predictor:
                 f"{checkpoint} does not fit the {task_info['task']} model of sizes "
                 f"{_sizes(config)} recorded in {where} (a checkpoint of another task or "
                 f"size?): {err}") from None
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise PredictorError(f"--device {device}: this machine has no CUDA GPU")
+        try:
+            device = resolve_device(device)
+        except SystemExit as err:
+            raise PredictorError(str(err)) from None
         tokenizer = LXRTTokenizer(task_info["vocab_file"], MAX_SEQ_LENGTH)
-        return cls(model.to(device), task_info, tokenizer, device, checkpoint, extractor_weights)
+        return cls(model.to(device), task_info, tokenizer, device, checkpoint, answers,
+                   extractor_weights)
 
     # ---- images ---------------------------------------------------------------------------
 
@@ -241,11 +312,7 @@ class Predictor:
 
     def encode(self, sentences: Sequence[str]) -> dict:
         """Token tensors cut to the longest sentence (as the evaluator's batches), plus tokens."""
-        if isinstance(sentences, str) or not sentences:
-            raise PredictorError("give at least one question/statement (a list of strings)")
-        for s in sentences:
-            if not isinstance(s, str) or not s.strip():
-                raise PredictorError(f"empty question/statement {s!r}")
+        check_sentences(sentences)
         batch = self.tokenizer.encode_batch(list(sentences), return_tokens=True)
         length = int(batch.input_mask.sum(1).max())
         out = {k: torch.from_numpy(getattr(batch, k)[:, :length]).to(self.device)
@@ -271,16 +338,23 @@ class Predictor:
 
     @torch.no_grad()
     def answer_scores(self, image: ImageInput, questions: Sequence[str],
-                      normalise: str = "sigmoid") -> torch.Tensor:
-        """[Q, answers] probabilities of every answer for each question about `image`."""
+                      normalise: str = "sigmoid", batch_size: int = 256) -> torch.Tensor:
+        """[Q, answers] probabilities of every answer for each question about `image`, the
+        questions going through the model `batch_size` at a time (memory stays flat for any
+        number of questions)."""
         self._require(*QA_TASKS, what="answering questions")
         if normalise not in NORMALISATIONS:
             raise PredictorError(f"normalise must be one of {NORMALISATIONS}, got {normalise!r}")
-        text = self.encode(questions)
-        feats, boxes = self._visual([image], len(questions))
-        logits = self.model(text["input_ids"], text["token_position"], text["input_mask"],
-                            feats, boxes).float().cpu()
-        return torch.sigmoid(logits) if normalise == "sigmoid" else logits.softmax(-1)
+        check_sentences(questions)  # every question, before the first batch
+        out = []
+        for start in range(0, len(questions), batch_size):
+            part = questions[start:start + batch_size]
+            text = self.encode(part)
+            feats, boxes = self._visual([image], len(part))
+            logits = self.model(text["input_ids"], text["token_position"], text["input_mask"],
+                                feats, boxes).float().cpu()
+            out.append(torch.sigmoid(logits) if normalise == "sigmoid" else logits.softmax(-1))
+        return torch.cat(out)
 
     def answer(self, image: ImageInput, questions: Sequence[str], topk: int = 5,
                normalise: str = "sigmoid") -> list[list[tuple[str, float]]]:
@@ -289,7 +363,7 @@ class Predictor:
             raise PredictorError(f"topk must be at least 1, got {topk}")
         scores = self.answer_scores(image, questions, normalise)
         values, labels = scores.topk(min(topk, scores.shape[1]), dim=1)
-        return [[(self.answers.answer(int(i)), float(v)) for v, i in zip(vs, ls)]
+        return [[(self.answers[int(i)], float(v)) for v, i in zip(vs, ls)]
                 for vs, ls in zip(values, labels)]
 
     @torch.no_grad()

@@ -42,6 +42,7 @@ from tasks.common.resume import (RESUME_FORMAT, check_same_run, epoch_stats_to_p
                                  load_resume_file, plain_args, plain_data, plain_scalar,
                                  rng_state, set_rng_state)
 from tasks.common.run_folder import RunLock, append_metrics, start_metrics_section
+from tasks.common.run_record import check_loaded_runs
 from tasks.common.runtime import (compile_module, default_num_workers, entry_point, git_commit,
                                   gpu_name, library_versions, mark_step_if_graphed, progress,
                                   resolve_device, seed_everything, setup_logging)
@@ -123,6 +124,11 @@ class Task:
 
     def write_results(self, trainer: "Trainer", result: EvalResult, split: str) -> None:
         """Write the test-server / prediction file for `split` (rank 0 only)."""
+
+    def run_inputs(self) -> dict:
+        """Plain data naming inputs that flags do not show (e.g. the content of a config file
+        a flag names): saved in resume.pth, and a --resume that finds them changed stops."""
+        return {}
 
     def run_info(self) -> dict:
         """What a predictor needs besides the weights (task, model sizes, answer table,
@@ -227,6 +233,7 @@ class Trainer:
         seed_everything(args.seed)
         self.precision = args.precision
         self.scaler = grad_scaler(self.device, self.precision)
+        self._inputs: dict = {}  # what resume.pth records of the training data (see fit)
         self.num_workers = args.num_workers
         if self.num_workers is None:
             self.num_workers = default_num_workers(self.device)
@@ -336,6 +343,8 @@ class Trainer:
         t_total = sampler.num_batches * args.epochs
         optimizer = BertAdam(list(model.parameters()), lr=args.lr, warmup=args.warmup,
                              t_total=t_total)
+        self._inputs = {"train_examples": len(dataset), "train_sha1": dataset.fingerprint(),
+                        **self.task.run_inputs()}
         state = self._resume(model, optimizer) if args.resume else TrainState()
         train_model = self._wrap(model)
         log.info("training: %d examples, %d steps/epoch, %d epochs, t_total %d, batch %d "
@@ -511,7 +520,7 @@ class Trainer:
         """Model, optimizer, grad scaler and RNG states from OUTPUT/resume.pth; -> the state."""
         path = self.output / "resume.pth"
         saved = load_resume_file(path)
-        check_same_run(path, saved.get("args"), self.args)
+        check_same_run(path, saved.get("args"), self.args, saved.get("inputs"), self._inputs)
         model.load_state_dict(saved["model"])
         # The optimizer's hyper-parameters come from the flags of this run (the same unless
         # --resumeChangedFlags); its moments and step counts from the saved state.
@@ -542,7 +551,8 @@ class Trainer:
             "format": RESUME_FORMAT, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "args": plain_args(self.args), **state.saved_fields(), "per_rank": per_rank},
+            "args": plain_args(self.args), "inputs": self._inputs, **state.saved_fields(),
+            "per_rank": per_rank},
             self.output / "resume.pth")
 
     # ---- run info -----------------------------------------------------------------------
@@ -570,6 +580,7 @@ class Trainer:
 def run_task(args, task: Task, argv) -> dict:
     """What every task's `main(argv)` does: train (then validate each epoch), or with --test
     predict one split, report its metrics and write its result file. Returns a summary."""
+    check_loaded_runs(args, task.run_info())  # before anything is written
     trainer = Trainer(args, task)
     try:
         trainer.write_run_info(argv if argv is not None else sys.argv[1:])

@@ -93,18 +93,6 @@ class AnswerTable:
         self.ans2label: dict[str, int] = ans2label
         self.label2ans: list[str] = label2ans
 
-    @classmethod
-    def from_labels(cls, label2ans: list, source: str) -> "AnswerTable":
-        """The table of a model folder, whose config.json lists the answers in label order."""
-        duplicates = sorted({a for a in label2ans if label2ans.count(a) > 1})
-        if duplicates:
-            raise DataFormatError(f"{source}: answers listed twice: {duplicates[:5]}")
-        table = cls.__new__(cls)
-        table.ans2label_path = table.label2ans_path = Path(source)
-        table.label2ans = list(label2ans)
-        table.ans2label = {a: i for i, a in enumerate(label2ans)}
-        return table
-
     @property
     def num_answers(self) -> int:
         return len(self.label2ans)
