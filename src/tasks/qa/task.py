@@ -76,7 +76,8 @@ class QATask(Task):
 
     def load_weights(self, model) -> None:
         load_task_weights(self.args, model, self.config, lambda m, path: load_lxmert_qa(
-            m, path, self.answers.label2ans, self.root.all_answers(), self.config))
+            m, path, self.answers.label2ans, self.root.all_answers(), self.config),
+            labels=self.answers.label2ans)
 
     def run_info(self) -> dict:
         """For tools.predict: the task, model sizes, answer table and the splits' features (whose
