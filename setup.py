@@ -11,6 +11,7 @@ INSTALL_REQUIRES = [
     "tqdm",              # progress bars (training, evaluation, TSV conversion)
     "pillow",            # tools.extract_features and tools.attention_map: images
     "matplotlib",        # tools.plot_metrics: training curves (the easy-VQA job draws them)
+    "safetensors",       # butd.weights: the detector's weights in a format that cannot run code
 ]
 
 EXTRAS_REQUIRE = {
@@ -34,6 +35,7 @@ setup(
     description="A faithful, fast PyTorch reproduction of LXMERT-S (Liu, Feng, Wang, ACL 2021)",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    package_data={"butd": ["data/*.txt"]},   # the Visual Genome object/attribute names
     python_requires=">=3.9",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
