@@ -77,8 +77,11 @@ def _numpy_global(name: str):
 
 def _allowed_globals() -> dict:
     reconstruct, scalar = _numpy_global("_reconstruct"), _numpy_global("scalar")
+    import _codecs
     import collections
     return {
+        # protocol-2 pickles written by Python 3 store bytes as _codecs.encode(text, "latin1")
+        ("_codecs", "encode"): _codecs.encode,
         ("numpy.core.multiarray", "_reconstruct"): reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): reconstruct,
         ("numpy.core.multiarray", "scalar"): scalar,
@@ -90,7 +93,8 @@ def _allowed_globals() -> dict:
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
-    """Admits numpy arrays, dtypes, scalars and ordered dicts; any other global is refused
+    """Admits numpy arrays, dtypes, scalars, ordered dicts and the byte-string codec of
+    protocol-2 pickles (the list torch's weights_only reader allows too); any other global is refused
     before it is looked up, so nothing in the file can run."""
 
     def __init__(self, file, source: str):
