@@ -1,7 +1,7 @@
 """The bottom-up-attention Visual Genome Faster R-CNN (ResNet-101 C4) in plain PyTorch.
 
     image [1, 3, H, W] (BGR, mean subtracted)
-      -> backbone: stem (7x7 conv, Caffe max-pool) + res2..res4          -> res4 [1, 1024, H/16, W/16]
+      -> backbone: stem (7x7 conv, Caffe max-pool) + res2..res4   -> res4 [1, 1024, H/16, W/16]
       -> proposal_generator: 3x3 conv (512) + objectness / anchor deltas -> 300 proposals
       -> roi_heads: RoIPool 14x14 at 1/16 -> res5 (stride 1, dilation 2) -> mean -> [300, 2048]
          box_predictor: classes (1600 + background), class-specific boxes, attributes (400 + 1)

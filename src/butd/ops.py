@@ -169,8 +169,9 @@ def roi_bins(boxes: torch.Tensor, output_size: int, spatial_scale: float, height
 @torch.no_grad()
 def roi_pool(features: torch.Tensor, boxes: torch.Tensor, output_size: int,
              spatial_scale: float, backend: str = "auto") -> torch.Tensor:
-    """(Inference only.) Max over each bin of each box: features [C, H, W] of one image, boxes [R, 4] in input
-    pixels -> [R, C, P, P] (channels-last strides); an empty bin (a box off the map) gives 0.
+    """(Inference only.) Max over each bin of each box: features [C, H, W] of one image,
+    boxes [R, 4] in input pixels -> [R, C, P, P] (channels-last strides); an empty bin (a box
+    off the map) gives 0.
 
     Vectorised over boxes and bins: one row gather per offset inside a bin (a bin spans a few
     cells), so the loop runs (tallest bin) x (widest bin) times. Cells outside a bin read a

@@ -94,8 +94,8 @@ def _allowed_globals() -> dict:
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Admits numpy arrays, dtypes, scalars, ordered dicts and the byte-string codec of
-    protocol-2 pickles (the list torch's weights_only reader allows too); any other global is refused
-    before it is looked up, so nothing in the file can run."""
+    protocol-2 pickles (which torch's weights_only reader allows too); any other global is
+    refused before it is looked up, so nothing in the file can run."""
 
     def __init__(self, file, source: str):
         super().__init__(file, encoding="latin1")   # Python 2 pickles (detectron2's)
