@@ -60,8 +60,9 @@ def load_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXEL
             return to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
-    except Image.DecompressionBombError as err:
-        raise ImageError(f"{path}: refused by Pillow's decompression limit ({err})") from None
+    except Image.DecompressionBombError as err:   # Pillow's own check, at twice its limit
+        raise ImageError(f"{path}: refused as a decompression bomb ({err}); raise the limit "
+                         f"(--max-pixels) only for a file you trust") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not a picture Pillow can read") from None
     except Exception as err:   # truncated data, corrupt headers, codec errors

@@ -109,6 +109,8 @@ def run(args) -> dict:
                                "region_weights": maps.region_weights.tolist(),
                                "tokens": maps.tokens,
                                "token_weights": maps.token_weights.tolist()}
+        if image.labels:
+            result["attention"]["region_labels"] = image.labels
     return result
 
 

@@ -34,9 +34,13 @@ from tasks.common.features import FeatureStore, open_feature_store, read_manifes
 from tasks.common.model_setup import MAX_SEQ_LENGTH
 from tasks.common.tsv_format import normalise_boxes
 from tasks.qa.data import AnswerTable
+from tools.images import ImageError
 
 QA_TASKS = ("vqa", "gqa", "easyvqa")
 NORMALISATIONS = ("sigmoid", "softmax")
+# an attribute is named with its object when the detector gives it at least this probability
+# (the threshold of bottom-up-attention's own demo)
+ATTRIBUTE_SHOWN = 0.1
 
 
 class PredictorError(ValueError):
@@ -52,6 +56,7 @@ class ImageInput:
     img_h: int
     img_w: int
     path: Optional[str] = None  # the image file, when the image came as one
+    labels: Optional[list] = None   # detector regions: "attribute object" names, else None
 
     @property
     def pixel_boxes(self) -> np.ndarray:
@@ -152,11 +157,15 @@ class Predictor:
                 f"--image needs the record of how this run's features were extracted "
                 f"(<features>.extractor.npz, written by tools.extract_features / tools.easyvqa);"
                 f" none next to {[str(s) for s in sidecars] or 'the run (no feature files)'}. "
-                f"Detector features cannot be recomputed here: use --features FILE --imgId ID")
-        row = ImageFeaturizer(found[0])(path)
+                f"Features made elsewhere (e.g. LXMERT's released TSVs): use --features FILE "
+                f"--imgId ID, or re-extract them with tools.extract_features --detector butd")
+        try:
+            row = ImageFeaturizer(found[0], device=str(self.device))(path)
+        except ImageError as err:
+            raise PredictorError(f"--image {err}") from None
         return ImageInput(str(Path(path).stem), row.features,
                           normalise_boxes(row.boxes, row.img_h, row.img_w), row.img_h,
-                          row.img_w, str(path))
+                          row.img_w, str(path), detector_labels(row))
 
     def image_from_features(self, features: str | os.PathLike, img_id: str) -> ImageInput:
         store = features if isinstance(features, FeatureStore) else open_features(features)
@@ -165,7 +174,8 @@ class Predictor:
                                  f"({len(store)} images, e.g. {store.img_ids[:3]})")
         feats, boxes = store[img_id]
         h, w = store.image_size(img_id)
-        return ImageInput(img_id, feats, boxes, h, w)
+        labels = detector_labels(store.get_row(store.index_of(img_id)))
+        return ImageInput(img_id, feats, boxes, h, w, labels=labels)
 
     # ---- text -----------------------------------------------------------------------------
 
@@ -262,6 +272,19 @@ class Predictor:
         """The cross-modality attention behind one prediction (see tools.attention_map)."""
         from tools.attention_map import read_attention
         return read_attention(self, image, sentence, layer, head, word)
+
+
+def detector_labels(row) -> Optional[list]:
+    """Names of a row's regions ("white dog", or "dog" when no attribute is confident) when
+    they come from the detector; None for grid regions, whose rows carry one constant
+    confidence and no detector labels."""
+    conf = np.asarray(row.objects_conf)
+    if conf.size == 0 or np.all(conf == conf[0]):
+        return None
+    from butd.vocab import attribute_name, object_name
+    return [f"{attribute_name(int(a))} {object_name(int(o))}" if c >= ATTRIBUTE_SHOWN
+            else object_name(int(o))
+            for o, a, c in zip(row.objects_id, row.attrs_id, row.attrs_conf)]
 
 
 def _sizes(config: LXRTConfig) -> str:
