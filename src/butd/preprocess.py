@@ -48,6 +48,9 @@ def prepare_image(rgb: np.ndarray, config: DetectorConfig) -> PreparedImage:
                          f"{rgb.dtype} {rgb.shape}")
     height, width = rgb.shape[:2]
     new_h, new_w = resized_size(height, width, config.min_size, config.max_size)
+    if new_h < 1 or new_w < 1:
+        raise ValueError(f"a {width}x{height} picture resizes to {new_w}x{new_h} pixels: too "
+                         f"thin for the detector")
     if (new_h, new_w) != (height, width):
         rgb = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR))
     bgr = rgb[:, :, ::-1].astype(np.float32) - np.asarray(config.pixel_mean, np.float32)
