@@ -267,3 +267,21 @@ def test_predict_describes_a_photo_with_the_detector_and_names_its_boxes(detecto
     assert from_file.labels == from_tsv.labels == labels
     with Image.open(att) as picture:
         assert np.asarray(picture.convert("RGB")).std() > 10
+
+
+def test_a_run_on_features_made_elsewhere_takes_a_record_by_flag(detector_run, tmp_path, capsys):
+    """A run fine-tuned on LXMERT's released TSVs has no extractor record: --extractor names
+    the record of a detector extraction instead."""
+    folder, images, tsv = detector_run
+    run = tmp_path / "released_run"
+    run.mkdir()
+    (run / "BEST.pth").write_bytes((folder / "BEST.pth").read_bytes())
+    info = json.loads((folder / "run_info.json").read_text())
+    info["task_info"]["feature_files"] = [str(tmp_path / "train2014_obj36.tsv")]
+    (run / "run_info.json").write_text(json.dumps(info))
+    base = ["--load", str(run / "BEST"), "--image", str(images / "p0.png"), "--question", "what?"]
+    assert predict.main(base) == 2
+    assert "--extractor" in capsys.readouterr().err
+    record = extract_features.sidecar_path(tsv)
+    assert predict.main(base + ["--extractor", str(record), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["image"] == "p0"

@@ -45,10 +45,10 @@ class DetectorExtractor:
     """The detector with a user-supplied weights file, describing one picture at a time."""
 
     def __init__(self, weights: str | os.PathLike, device: Optional[str] = "auto",
-                 config: Optional[DetectorConfig] = None):
+                 config: Optional[DetectorConfig] = None, **model_options):
         self.weights = os.path.abspath(weights)
         self.device = resolve_device(device)
-        model, self.info = load_detector(self.weights, config)
+        model, self.info = load_detector(self.weights, config, **model_options)
         self.config = self.info.config
         self.model = model.to(self.device)
 

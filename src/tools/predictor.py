@@ -145,20 +145,25 @@ class Predictor:
 
     # ---- images ---------------------------------------------------------------------------
 
-    def image_from_file(self, path: str | os.PathLike) -> ImageInput:
-        """Describe an image file with the extractor the run's features were made with."""
+    def image_from_file(self, path: str | os.PathLike,
+                        record: Optional[str | os.PathLike] = None) -> ImageInput:
+        """Describe an image file with the extractor the run's features were made with, or
+        with the one `record` (an `.extractor.npz`) names."""
         from tools.extract_features import ImageFeaturizer, sidecar_path
         if not Path(path).is_file():
             raise PredictorError(f"--image {path}: no such file")
+        if record is not None and not Path(record).is_file():
+            raise PredictorError(f"--extractor {record}: no such file")
         sidecars = [sidecar_path(f) for f in self.task_info.get("feature_files", [])]
-        found = [s for s in sidecars if s.is_file()]
+        found = [Path(record)] if record else [s for s in sidecars if s.is_file()]
         if not found:
             raise PredictorError(
                 f"--image needs the record of how this run's features were extracted "
                 f"(<features>.extractor.npz, written by tools.extract_features / tools.easyvqa);"
                 f" none next to {[str(s) for s in sidecars] or 'the run (no feature files)'}. "
-                f"Features made elsewhere (e.g. LXMERT's released TSVs): use --features FILE "
-                f"--imgId ID, or re-extract them with tools.extract_features --detector butd")
+                f"For features made elsewhere (e.g. LXMERT's released TSVs), extract the picture "
+                f"with tools.extract_features --detector butd and give --features FILE --imgId "
+                f"ID, or that TSV's record as --extractor FILE")
         try:
             row = ImageFeaturizer(found[0], device=str(self.device))(path)
         except ImageError as err:
