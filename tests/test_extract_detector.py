@@ -204,6 +204,11 @@ def test_an_interrupted_extraction_resumes_without_duplicates(tmp_path, weights,
     convert_weights(other, tmp_path / "other.safetensors", MICRO)
     assert _extract(images, out, tmp_path / "other.safetensors") == 1
     assert "other settings" in capsys.readouterr().err
+    # a second extraction into a TSV being written stops at once
+    from tools.detector_features import exclusive
+    with exclusive(out):
+        assert _extract(images, out, weights) == 1
+    assert "another extraction is writing it" in capsys.readouterr().err
 
 
 def test_oversized_picture_is_counted_not_swallowed(tmp_path, weights, capsys):

@@ -44,7 +44,8 @@ def best_class_boxes(output: DetectorOutput, config: DetectorConfig):
     probs = torch.softmax(output.class_logits.float(), dim=-1)[:, :-1]
     scores, classes = probs.max(dim=1)
     count = classes.shape[0]
-    deltas = output.box_deltas.float().view(count, -1, 4)[torch.arange(count), classes]
+    deltas = output.box_deltas.float().view(count, -1, 4)[
+        torch.arange(count, device=classes.device), classes]
     boxes = decode_boxes(deltas, output.proposals.float(), config.box_weights)
     return scores, classes, clip_boxes(boxes, *output.image_size)
 

@@ -14,6 +14,8 @@ pictures, written as LXMERT's TSV (36 regions per picture chosen as LXMERT's wer
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import sys
@@ -124,6 +126,24 @@ def _check_same_settings(record: Path, settings: dict, out_tsv: Path) -> None:
             f"with {settings['weights']}. Extract into a new file, or delete the old one")
 
 
+@contextlib.contextmanager
+def exclusive(out_tsv: Path):
+    """Only one extraction writes a TSV at a time: `flock` on OUT.tsv.lock (dropped by the OS
+    if the process dies), the file removed afterwards."""
+    lock = out_tsv.with_name(out_tsv.name + ".lock")
+    out_tsv.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{out_tsv}: another extraction is writing it (lock {lock}); "
+                             f"wait for it to finish") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
+
 def open_for_append(out_tsv: Path, settings: dict) -> tuple[Path, set]:
     """The partial file to append to (created, resumed, or the finished TSV reopened) and
     the img_ids it already holds."""
@@ -147,6 +167,28 @@ def open_for_append(out_tsv: Path, settings: dict) -> tuple[Path, set]:
     return partial, set()
 
 
+def _append_rows(extractor: DetectorExtractor, todo: list, partial: Path, on_error: str,
+                 max_pixels: Optional[int], progress: bool) -> list:
+    """Describe and append each (img_id, file); the files skipped."""
+    from tqdm import tqdm
+    skipped: list = []
+    bar = tqdm(todo, desc="detector", unit="img", disable=not progress, dynamic_ncols=True)
+    with open(partial, "a", encoding="utf-8", newline="\n") as f:
+        for img_id, path in bar:
+            try:
+                row = extractor.describe_file(path, img_id, max_pixels)
+            except ImageError as err:
+                if on_error == "stop":
+                    raise
+                skipped.append(str(path))
+                bar.write(f"warning: skipped {err}", file=sys.stderr)
+                continue
+            f.write(encode_row(row) + "\n")
+            f.flush()
+        os.fsync(f.fileno())
+    return skipped
+
+
 def extract_detector_tsv(image_paths: dict, out_tsv: str | os.PathLike,
                          weights: str | os.PathLike, *, device: Optional[str] = "auto",
                          config: Optional[DetectorConfig] = None, on_error: str = "skip",
@@ -163,26 +205,12 @@ def extract_detector_tsv(image_paths: dict, out_tsv: str | os.PathLike,
     start = time.time()
     extractor = DetectorExtractor(weights, device, config)
     out_tsv = Path(out_tsv)
-    partial, present = open_for_append(out_tsv, extractor.settings())
-    todo = [(i, p) for i, p in image_paths.items() if i not in present]
-    skipped: list = []
-    from tqdm import tqdm
-    bar = tqdm(todo, desc="detector", unit="img", disable=not progress, dynamic_ncols=True)
-    with open(partial, "a", encoding="utf-8", newline="\n") as f:
-        for img_id, path in bar:
-            try:
-                row = extractor.describe_file(path, img_id, max_pixels)
-            except ImageError as err:
-                if on_error == "stop":
-                    raise
-                skipped.append(str(path))
-                print(f"warning: skipped {err}", file=sys.stderr, flush=True)
-                continue
-            f.write(encode_row(row) + "\n")
-            f.flush()
-        os.fsync(f.fileno())
-    # skipped pictures stay out (a rerun tries them again); the rest is complete
-    os.replace(partial, out_tsv)
+    with exclusive(out_tsv):
+        partial, present = open_for_append(out_tsv, extractor.settings())
+        todo = [(i, p) for i, p in image_paths.items() if i not in present]
+        skipped = _append_rows(extractor, todo, partial, on_error, max_pixels, progress)
+        # skipped pictures stay out (a rerun tries them again); the rest is complete
+        os.replace(partial, out_tsv)
     return {"written": len(todo) - len(skipped), "present": len(present),
             "skipped": len(skipped), "skipped_files": skipped, "seconds": time.time() - start,
             "device": str(extractor.device), "num_boxes": extractor.config.num_regions,
