@@ -1,7 +1,7 @@
 """Benchmark the detector's extraction speed and peak memory (script, not a test).
 
     python bench/bench_detector.py [--images 3] [--height 600 --width 1000] [--device cpu]
-                                   [--threads N] [--weights FILE] [--out bench/results/detector.json]
+                                   [--threads N] [--weights FILE] [--out FILE.json]
 
 One picture at a time at 600x1000 (the size LXMERT's pictures are resized to; a 600x1000
 picture stays so), through the whole extraction of one TSV row: decoding, resizing, backbone,
@@ -14,7 +14,7 @@ difference). Weights: --weights FILE (a real file), else the VG model's shapes w
 initialisation (speed does not depend on the values). Reports seconds per picture (median of
 all but the first picture, which pays one-time allocations), pictures/s, and peak memory: the
 process's resident high-water mark (VmHWM: model, runtime and activations) on the CPU, torch's
-peak allocation on a GPU. Writes --out as JSON.
+peak allocation on a GPU. Writes --out (default bench/results/detector.json) as JSON.
 """
 from __future__ import annotations
 
@@ -146,7 +146,8 @@ def main(argv=None) -> dict:
           f"{results[next(iter(results))]['device']} ({results[next(iter(results))]['threads']} "
           f"threads), {args.images} pictures")
     print(f"{'measure':<34} {'reference':>12} {'ours':>12} {'ratio':>8}")
-    for name, key in (("seconds per picture", "s_per_image"), ("pictures per second", "images_per_s"),
+    for name, key in (("seconds per picture", "s_per_image"),
+                      ("pictures per second", "images_per_s"),
                       ("peak resident memory (GiB)", "peak_rss_gib"),
                       ("peak GPU memory (GiB)", "peak_gpu_gib")):
         a, b = (rows.get(m, {}).get(key) for m in ("reference", "ours"))

@@ -22,7 +22,7 @@ from tasks.common.tsv_format import decode_row
 from tools import extract_features, predict
 from tools.convert_detector_weights import main as convert_main
 from tools.detector_features import DetectorExtractor
-from tools.images import ImageError, load_rgb
+from tools.image_files import BadImageError, load_rgb
 
 # The VG detector's structure at the width of the small LXMERT model (64-dim regions).
 MICRO = DetectorConfig(stage_blocks=(1, 1, 1), res5_blocks=1, stem_channels=8, res2_channels=8,
@@ -108,23 +108,23 @@ def _huge_png(path, width: int, height: int):
 def test_broken_and_oversized_files_are_refused_by_name(tmp_path):
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
-    with pytest.raises(ImageError, match="empty.jpg: empty file"):
+    with pytest.raises(BadImageError, match=r"empty.jpg: cannot read the image \(an empty file"):
         load_rgb(empty)
     full = save(Image.effect_noise((64, 64), 40).convert("RGB"), tmp_path / "full.jpg")
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(full.read_bytes()[:600])
-    with pytest.raises(ImageError, match="cut.jpg: cannot be decoded"):
+    with pytest.raises(BadImageError, match="cut.jpg: cannot read the image"):
         load_rgb(cut)
     text = tmp_path / "notes.png"
     text.write_text("not a picture")
-    with pytest.raises(ImageError, match="notes.png: not a picture"):
+    with pytest.raises(BadImageError, match=r"notes.png: cannot read the image \(not a picture"):
         load_rgb(text)
     bomb = _huge_png(tmp_path / "bomb.png", 30000, 30000)
-    with pytest.raises(ImageError, match=r"bomb.png: refused as a decompression bomb .*900000000"):
+    with pytest.raises(BadImageError, match=r"bomb.png: refused as a decompression bomb"):
         load_rgb(bomb)                          # Pillow's own limit, before any decoding
-    with pytest.raises(ImageError, match=r"big.png: 25000x3000 = 75,000,000 pixels is over"):
+    with pytest.raises(BadImageError, match=r"big.png: 25000x3000 = 75,000,000 pixels is over"):
         load_rgb(_huge_png(tmp_path / "big.png", 25000, 3000), max_pixels=50_000_000)
-    with pytest.raises(ImageError, match="over the limit of 100"):
+    with pytest.raises(BadImageError, match="over the limit of 100"):
         load_rgb(full, max_pixels=100)
 
 
@@ -157,8 +157,8 @@ def test_extraction_writes_lxmert_rows_and_skips_bad_pictures(tmp_path, weights,
     out = tmp_path / "feats" / "mine_obj36.tsv"
     assert _extract(images, out, weights) == 0
     stdout, stderr = capsys.readouterr()
-    assert "zero.jpg: empty file" in stderr and "2 skipped" not in stdout
-    assert "1 skipped" in stdout
+    assert "zero.jpg: cannot read the image (an empty file" in stderr
+    assert "skipped 1 unreadable image(s)" in stdout
     rows = _rows(out)
     assert [r.img_id for r in rows] == ["p0", "p1", "p2"]
     for row in rows:
@@ -174,8 +174,8 @@ def test_extraction_writes_lxmert_rows_and_skips_bad_pictures(tmp_path, weights,
     assert record["mode"] == "butd" and record["weights"] == str(weights)
     # stop instead of skipping: the bad picture is named, the finished rows are kept
     stop = tmp_path / "stop_obj36.tsv"
-    assert _extract(images, stop, weights, "--on-error", "stop") == 1
-    assert "zero.jpg: empty file" in capsys.readouterr().err
+    assert _extract(images, stop, weights, "--bad-images", "stop") == 1
+    assert "zero.jpg: cannot read the image" in capsys.readouterr().err
     assert len(_rows(stop.with_name(stop.name + ".partial"))) == 3
 
 
@@ -218,7 +218,7 @@ def test_oversized_picture_is_counted_not_swallowed(tmp_path, weights, capsys):
     assert _extract(images, out, weights) == 0
     captured = capsys.readouterr()
     assert "bomb.png: refused as a decompression bomb" in captured.err
-    assert "1 skipped" in captured.out
+    assert "skipped 1 unreadable image(s)" in captured.out
     assert [r.img_id for r in _rows(out)] == ["p0", "p1"]
 
 

@@ -108,7 +108,7 @@ def _heat_colour(value: float) -> tuple:
 def _image_panel(image, maps: AttentionMaps) -> Image.Image:
     """The picture (or a blank canvas of its size) with regions shaded by their weight."""
     if image.path:   # decoded as the features were: upright, RGB
-        from tools.images import load_rgb
+        from tools.image_files import load_rgb
         base = Image.fromarray(load_rgb(image.path, max_pixels=None))
     else:
         base = Image.new("RGB", (image.img_w, image.img_h), (235, 235, 235))
@@ -170,9 +170,9 @@ def _token_panel(maps: AttentionMaps) -> Image.Image:
     return panel
 
 
-def draw_attention(image, maps: AttentionMaps, path) -> Image.Image:
-    """Write the picture to `path` (PNG) and return it: (PANEL + TEXT_WIDTH) x (PANEL +
-    CAPTION) pixels."""
+def draw_attention(image, maps: AttentionMaps, path=None) -> Image.Image:
+    """Write the picture to `path` (PNG; None: do not write) and return it: (PANEL +
+    TEXT_WIDTH) x (PANEL + CAPTION) pixels."""
     out = Image.new("RGB", (PANEL + TEXT_WIDTH, PANEL + CAPTION), (255, 255, 255))
     out.paste(_image_panel(image, maps), (0, 0))
     out.paste(_token_panel(maps), (PANEL, 0))
@@ -187,5 +187,6 @@ def draw_attention(image, maps: AttentionMaps, path) -> Image.Image:
              f"{len(maps.region_weights)} regions)"]
     for i, line in enumerate(lines):
         draw.text((6, PANEL + 4 + 19 * i), line, fill=(0, 0, 0), font=font)
-    out.save(path)
+    if path is not None:
+        out.save(path)
     return out

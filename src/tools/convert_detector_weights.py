@@ -1,7 +1,7 @@
 """Check a released detector weights file strictly and write it as safetensors.
 
-    python -m tools.convert_detector_weights faster_rcnn_from_caffe_attr.pkl data/butd_vg.safetensors
-    python -m tools.convert_detector_weights pytorch_model.bin data/butd_vg.safetensors
+    python -m tools.convert_detector_weights faster_rcnn_from_caffe_attr.pkl OUT.safetensors
+    python -m tools.convert_detector_weights pytorch_model.bin OUT.safetensors
 
 Reads py-bottom-up-attention's `.pkl` (with an unpickler that admits only a dict of numpy
 arrays) or the Hugging Face demo's `pytorch_model.bin` (`weights_only=True`), checks every key

@@ -10,7 +10,7 @@ pictures, written as LXMERT's TSV (36 regions per picture chosen as LXMERT's wer
   existing OUT.tsv reopens it the same way and adds only the pictures it lacks. An img_id is
   never written twice.
 - A picture that cannot be used is named and skipped with a warning and counted (a rerun
-  tries it again); `on_error="stop"` stops instead, the rows written so far kept for a rerun.
+  tries it again); `bad_images="stop"` stops instead, the rows written so far kept for a rerun.
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ import torch
 from butd import DetectorConfig, load_detector, prepare_image, select_regions
 from tasks.common.runtime import resolve_device
 from tasks.common.tsv_format import FIELDNAMES, ImageFeatures, encode_row
-from tools.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
+from tools.image_files import (BAD_IMAGE_MODES, DEFAULT_MAX_PIXELS, BadImageError,
+                               load_rgb)
 
-ON_ERROR = ("skip", "stop")
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -85,7 +85,7 @@ class DetectorExtractor:
         try:
             return self.describe(rgb, img_id)
         except ValueError as err:      # e.g. a 1 x 5000 strip that resizes to nothing
-            raise ImageError(f"{path}: {err}") from None
+            raise BadImageError(f"{path}: {err}") from None
 
 
 # ---- the resumable TSV ------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def open_for_append(out_tsv: Path, settings: dict) -> tuple[Path, set]:
     return partial, set()
 
 
-def _append_rows(extractor: DetectorExtractor, todo: list, partial: Path, on_error: str,
+def _append_rows(extractor: DetectorExtractor, todo: list, partial: Path, bad_images: str,
                  max_pixels: Optional[int], progress: bool) -> list:
     """Describe and append each (img_id, file); the files skipped."""
     from tqdm import tqdm
@@ -177,11 +177,11 @@ def _append_rows(extractor: DetectorExtractor, todo: list, partial: Path, on_err
         for img_id, path in bar:
             try:
                 row = extractor.describe_file(path, img_id, max_pixels)
-            except ImageError as err:
-                if on_error == "stop":
+            except BadImageError as err:
+                if bad_images == "stop":
                     raise
                 skipped.append(str(path))
-                bar.write(f"warning: skipped {err}", file=sys.stderr)
+                bar.write(f"warning: skipped img_id {img_id!r}: {err}", file=sys.stderr)
                 continue
             f.write(encode_row(row) + "\n")
             f.flush()
@@ -191,14 +191,14 @@ def _append_rows(extractor: DetectorExtractor, todo: list, partial: Path, on_err
 
 def extract_detector_tsv(image_paths: dict, out_tsv: str | os.PathLike,
                          weights: str | os.PathLike, *, device: Optional[str] = "auto",
-                         config: Optional[DetectorConfig] = None, on_error: str = "skip",
+                         config: Optional[DetectorConfig] = None, bad_images: str = "skip",
                          max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
                          progress: bool = True) -> dict:
     """Describe every picture of `image_paths` ({img_id: file}) into `out_tsv`; returns
     {"written", "present", "skipped", "skipped_files", "seconds", "device", "num_boxes",
     "dim", "mode"}."""
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if bad_images not in BAD_IMAGE_MODES:
+        raise ValueError(f"bad_images must be one of {BAD_IMAGE_MODES}, got {bad_images!r}")
     for img_id in image_paths:
         if not img_id or "\t" in img_id or "\n" in img_id:
             raise ValueError(f"bad img_id {img_id!r}")
@@ -208,7 +208,7 @@ def extract_detector_tsv(image_paths: dict, out_tsv: str | os.PathLike,
     with exclusive(out_tsv):
         partial, present = open_for_append(out_tsv, extractor.settings())
         todo = [(i, p) for i, p in image_paths.items() if i not in present]
-        skipped = _append_rows(extractor, todo, partial, on_error, max_pixels, progress)
+        skipped = _append_rows(extractor, todo, partial, bad_images, max_pixels, progress)
         # skipped pictures stay out (a rerun tries them again); the rest is complete
         os.replace(partial, out_tsv)
     return {"written": len(todo) - len(skipped), "present": len(present),

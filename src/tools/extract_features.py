@@ -3,7 +3,7 @@
     python -m tools.extract_features IMAGES_DIR_OR_GLOB OUT.tsv [--grid 6] [--dim 2048]
            [--ids-from-filename] [--id-prefix P] [--backbone resnet50 --weights PATH]
     python -m tools.extract_features IMAGES OUT.tsv --detector butd --weights FILE
-           [--device auto|cpu|cuda:N] [--on-error skip|stop] [--max-pixels N]
+           [--device auto|cpu|cuda:N] [--bad-images skip|stop] [--max-pixels N]
 
 Without --detector: grid regions (tools.grid_features: a handcrafted descriptor of each cell
 of a grid x grid partition, or a torchvision ResNet's pooled cells with --backbone), written
@@ -33,9 +33,9 @@ import numpy as np
 from tasks.common.tsv_format import ImageFeatures, encode_row
 from tools.grid_features import (MASK_GRID, THUMB_GRID, BackboneExtractor,  # noqa: F401
                                  FeatureMapper, HandcraftedExtractor, describe_batch,
-                                 fit_standardizer, grid_boxes, load_image, raw_dim,
-                                 region_raw_dim)
-from tools.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError
+                                 fit_standardizer, grid_boxes, raw_dim, region_raw_dim)
+from tools.image_files import (BAD_IMAGE_MODES, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS,
+                               BadImageError, load_image, load_readable)
 
 # ----------------------------------------------------------------------------- TSV writing
 
@@ -49,13 +49,18 @@ def extract_to_tsv(image_paths: dict[str, str], out_tsv: str | os.PathLike, grid
                    num_workers: int | None = None, max_side: int | None = 256,
                    backbone: str | None = None, weights: str | None = None,
                    backbone_size: int = 448, progress: bool = False,
-                   standardize: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+                   standardize: tuple[np.ndarray, np.ndarray] | None = None,
+                   bad_images: str = "skip") -> dict:
     """Write one TSV row per image (in ``image_paths`` order), atomically (temp file + rename).
 
     ``image_paths`` maps img_id -> image file.  Boxes are grid cells in original pixel
     coordinates; images larger than ``max_side`` are down-scaled for the handcrafted descriptor
-    only.  Returns {"images", "seconds", "raw_dim", "dim", "num_boxes", "mode"}.
+    only. An image that cannot be read is skipped with a warning naming it (``bad_images``
+    "skip", counted in "skipped") or stops the extraction (``"stop"``, BadImageError).
+    Returns {"images", "skipped", "seconds", "raw_dim", "dim", "num_boxes", "mode"}.
     """
+    if bad_images not in BAD_IMAGE_MODES:
+        raise ValueError(f"bad_images must be one of {BAD_IMAGE_MODES}, got {bad_images!r}")
     t0 = time.time()
     if backbone:
         extractor = BackboneExtractor(backbone, weights, grid, dim, projection, backbone_size)
@@ -70,11 +75,12 @@ def extract_to_tsv(image_paths: dict[str, str], out_tsv: str | os.PathLike, grid
             raise ValueError(f"bad img_id {img_id!r}")
     workers = num_workers or min(8, os.cpu_count() or 1)
     fd, tmp = tempfile.mkstemp(prefix=out_tsv.name + ".", suffix=".tmp", dir=out_tsv.parent)
-    done = 0
+    done, skipped = 0, []
     try:
         with os.fdopen(fd, "w", newline="\n") as f, ThreadPoolExecutor(workers) as pool:
             for chunk in _chunks(items, batch_size):
-                loaded = list(pool.map(lambda kv: load_image(kv[1], max_side), chunk))
+                seen = len(chunk)
+                chunk, loaded = load_readable(pool, chunk, max_side, grid, bad_images, skipped)
                 # group same-sized images so the descriptor is computed batched
                 groups: dict[tuple[int, int], list[int]] = {}
                 for i, (arr, _, _) in enumerate(loaded):
@@ -90,10 +96,13 @@ def extract_to_tsv(image_paths: dict[str, str], out_tsv: str | os.PathLike, grid
                                         objects_conf=ones, attrs_id=zeros, attrs_conf=ones,
                                         boxes=grid_boxes(h, w, grid), features=fe)
                     f.write(encode_row(row) + "\n")
-                done += len(chunk)
+                done += seen
                 if progress:
                     print(f"  {done}/{len(items)} images ({time.time() - t0:.1f}s)",
                           file=sys.stderr, flush=True)
+        if len(skipped) == len(items):
+            raise BadImageError(f"none of the {len(items)} images could be read (the first: "
+                                f"{skipped[0]})")
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600; give the usual permissions
@@ -107,7 +116,8 @@ def extract_to_tsv(image_paths: dict[str, str], out_tsv: str | os.PathLike, grid
                 "weights": os.path.abspath(weights) if weights else "",
                 "backbone_size": backbone_size}
     save_extractor(sidecar_path(out_tsv), settings, standardize)
-    return {"images": done, "seconds": time.time() - t0,
+    return {"images": done - len(skipped), "skipped": len(skipped),
+            "seconds": time.time() - t0,
             "raw_dim": extractor.mapper.in_dim, "dim": dim, "num_boxes": grid * grid,
             "mode": backbone or "handcrafted"}
 
@@ -147,7 +157,10 @@ class ImageFeaturizer:
     written next to it: grid descriptors, a torchvision backbone, or the detector (on
     `device`, with the weights file the record names, checked to be the same file)."""
 
-    def __init__(self, sidecar: str | os.PathLike, device: Optional[str] = "cpu"):
+    def __init__(self, sidecar: str | os.PathLike, weights: str | os.PathLike | None = None,
+                 device: Optional[str] = "cpu"):
+        """`weights`: the extractor's weights file on this machine, when the path the record
+        names is not (a backbone's or a detector's)."""
         sidecar = Path(sidecar)
         if not sidecar.is_file():
             raise FileNotFoundError(
@@ -155,6 +168,8 @@ class ImageFeaturizer:
                 f"existed need re-extracting (e.g. python -m tools.easyvqa --force)")
         s = read_extractor_settings(sidecar)
         standardize = (s.pop("mean"), s.pop("std")) if "mean" in s else None
+        if weights:
+            s["weights"] = str(weights)
         self.settings, self.sidecar, self.detector = s, sidecar, None
         if s["mode"] == "butd":
             self.detector = _recorded_detector(s, sidecar, device)
@@ -172,7 +187,7 @@ class ImageFeaturizer:
         img_id = Path(image_path).stem
         if self.detector is not None:
             return self.detector.describe_file(image_path, img_id)
-        arr, h, w = load_image(str(image_path), self.max_side)
+        arr, h, w = load_image(str(image_path), self.max_side, self.settings["grid"])
         feats = self.extractor([arr])[0]
         n = self.settings["grid"] ** 2
         return ImageFeatures(img_id=img_id, img_h=h, img_w=w,
@@ -233,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local weights file: the detector's (.pkl of py-bottom-up-attention, "
                          "pytorch_model.bin of unc-nlp/frcnn-vg-finetuned, or .safetensors) "
                          "or --backbone's state dict")
+    ap.add_argument("--bad-images", choices=BAD_IMAGE_MODES, default="skip",
+                    help="an unreadable, truncated or oversized image: skip it with a warning "
+                         "naming it (default; the count is printed at the end) or stop")
     ap.add_argument("--quiet", action="store_true")
     g = ap.add_argument_group("grid regions (the default)")
     g.add_argument("--grid", type=int, default=6, help="grid x grid boxes (default 6 -> 36)")
@@ -250,9 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="butd: the bottom-up-attention Faster R-CNN LXMERT's features come "
                         "from (36 regions per image); needs --weights")
     d.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda:N")
-    d.add_argument("--on-error", choices=["skip", "stop"], default="skip",
-                   help="a picture that cannot be read: skip it with a warning (default) or "
-                        "stop")
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse larger pictures (default {DEFAULT_MAX_PIXELS:,}, Pillow's "
                         f"decompression-bomb limit)")
@@ -271,20 +286,29 @@ def run_detector(args, paths: dict) -> int:
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     try:
         stats = extract_detector_tsv(paths, args.out_tsv, args.weights, device=args.device,
-                                     on_error=args.on_error, max_pixels=args.max_pixels,
+                                     bad_images=args.bad_images, max_pixels=args.max_pixels,
                                      progress=not args.quiet)
-    except (ImageError, WeightsError, FileNotFoundError, ValueError) as err:
+    except (WeightsError, FileNotFoundError, ValueError) as err:   # BadImageError included
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"wrote {stats['written']} images x {stats['num_boxes']} regions x {stats['dim']} "
           f"(detector butd on {stats['device']}) to {args.out_tsv} in {stats['seconds']:.1f}s; "
-          f"{stats['present']} were already there, {stats['skipped']} skipped (unreadable)")
+          f"{stats['present']} were already there"
+          + (f"; skipped {stats['skipped']} unreadable image(s), named above"
+             if stats["skipped"] else ""))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    for flag, value, low in (("--grid", args.grid, 1), ("--dim", args.dim, 1),
+                             ("--batch-size", args.batch_size, 1), ("--max-side", args.max_side, 0),
+                             ("--workers", args.workers or 1, 1),
+                             ("--backbone-size", args.backbone_size, 32),
+                             ("--max-pixels", args.max_pixels, 1)):
+        if value < low:
+            ap.error(f"{flag} {value}: expected an integer >= {low}")
     if args.detector and args.backbone:
         ap.error("--detector and --backbone exclude each other")
     if args.detector and not args.weights:
@@ -296,14 +320,21 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"no images found at {args.images!r}")
     if args.detector:
         return run_detector(args, paths)
-    stats = extract_to_tsv(paths, args.out_tsv, args.grid, args.dim, projection=args.projection,
-                           batch_size=args.batch_size, num_workers=args.workers,
-                           max_side=args.max_side or None, backbone=args.backbone,
-                           weights=args.weights, backbone_size=args.backbone_size,
-                           progress=not args.quiet)
+    try:
+        stats = extract_to_tsv(paths, args.out_tsv, args.grid, args.dim,
+                               projection=args.projection, batch_size=args.batch_size,
+                               num_workers=args.workers, max_side=args.max_side or None,
+                               backbone=args.backbone, weights=args.weights,
+                               backbone_size=args.backbone_size, progress=not args.quiet,
+                               bad_images=args.bad_images)
+    except BadImageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {stats['images']} images x {stats['num_boxes']} boxes x {stats['dim']} "
           f"({stats['mode']}, raw {stats['raw_dim']}) to {args.out_tsv} "
-          f"in {stats['seconds']:.1f}s")
+          f"in {stats['seconds']:.1f}s"
+          + (f"; skipped {stats['skipped']} unreadable image(s), named above"
+             if stats["skipped"] else ""))
     return 0
 
 

@@ -38,9 +38,8 @@ import os
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
-from tools.images import load_rgb
+from tools.image_files import BadImageError, load_image
 
 # A fixed palette of named colours (HTML 4 basic colours + brown, orange, pink), RGB in [0, 1].
 PALETTE = {
@@ -326,19 +325,7 @@ class FeatureMapper:
         return out.astype(np.float32).reshape(raw.shape[:-1] + (self.dim,))
 
 
-# ----------------------------------------------------------------------------- image loading
-
-def load_image(path: str, max_side: int | None) -> tuple[np.ndarray, int, int]:
-    """-> (uint8 RGB [h, w, 3] possibly down-scaled, original height, original width)."""
-    rgb = load_rgb(path)
-    h, w = rgb.shape[:2]
-    if max_side and max(w, h) > max_side:
-        s = max_side / max(w, h)
-        im = Image.fromarray(rgb).resize((max(1, round(w * s)), max(1, round(h * s))),
-                                         Image.BILINEAR)
-        rgb = np.asarray(im, dtype=np.uint8)
-    return rgb, h, w
-
+# ----------------------------------------------------------------------------- extractors
 
 class HandcraftedExtractor:
     """`standardize`: optional (mean, std) of the raw descriptor (see `fit_standardizer`).
@@ -366,8 +353,13 @@ def fit_standardizer(image_paths: Sequence[str], grid: int = 6, max_side: int | 
     images; constant dimensions get std 1 so they stay 0 after centring."""
     raws = []
     for path in list(image_paths)[:sample]:
-        arr, _, _ = load_image(path, max_side)
+        try:
+            arr, _, _ = load_image(path, max_side, grid)
+        except BadImageError:
+            continue  # reported (skipped or stopped on) by the extraction itself
         raws.append(describe_batch(arr[None], grid)[0])
+    if not raws:
+        raise BadImageError(f"none of the first {sample} images could be read")
     flat = np.concatenate(raws).astype(np.float64)
     mean, std = flat.mean(0), flat.std(0)
     std[std < 1e-6] = 1.0

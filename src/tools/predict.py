@@ -29,7 +29,11 @@ from tools.predictor import NORMALISATIONS, Predictor, PredictorError
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.predict",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--load", required=True, help="checkpoint without .pth: snap/TASK/NAME/BEST")
+    p.add_argument("--load", required=True, help="checkpoint without .pth (snap/TASK/NAME/BEST) "
+                                                 "or a model folder (tools.export)")
+    p.add_argument("--extractorWeights", "--extractor-weights", dest="extractor_weights",
+                   help="weights of the extractor the model's features came from, on this "
+                        "machine, for --image when the path its record names is not here")
     p.add_argument("--image", action="append", default=[], help="image file (twice for NLVR2)")
     p.add_argument("--features", help="feature TSV (or converted .store) for --imgId/--caption")
     p.add_argument("--extractor", help="describe --image as this record says (an "
@@ -61,7 +65,16 @@ def read_questions(args) -> list[str]:
         path = Path(args.questions)
         if not path.is_file():
             raise PredictorError(f"--questions {path}: no such file")
-        questions += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        data = path.read_bytes()
+        try:
+            if b"\x00" in data:
+                raise UnicodeDecodeError("utf-8", data, data.index(b"\x00"),
+                                         data.index(b"\x00") + 1, "a NUL byte")
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise PredictorError(f"--questions {path}: not a UTF-8 text file ({err.reason} at "
+                                 f"byte {err.start}); expected one question per line") from None
+        questions += [line.strip() for line in text.splitlines() if line.strip()]
     return questions
 
 
@@ -80,7 +93,7 @@ def images(predictor: Predictor, args, count: int) -> list:
 
 def run(args) -> dict:
     """Everything the command prints, as one dict (also what --json prints)."""
-    predictor = Predictor.from_run(args.load, args.device)
+    predictor = Predictor.from_run(args.load, args.device, args.extractor_weights)
     task = predictor.task
     if args.attention and task in ("retrieval", "nlvr2"):
         raise PredictorError(f"--attention draws one image's regions: VQA/GQA models only, "
@@ -146,7 +159,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = run(args)
-    except (PredictorError, FileNotFoundError, ValueError) as err:
+    except (PredictorError, OSError, ValueError) as err:  # OSError: missing / foreign files
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else format_table(result))
