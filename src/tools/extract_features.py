@@ -274,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def skipped_note(stats: dict) -> str:
+    return (f"; skipped {stats['skipped']} unreadable image(s), named above"
+            if stats["skipped"] else "")
+
+
 def run_detector(args, paths: dict) -> int:
     import warnings
 
@@ -293,9 +298,7 @@ def run_detector(args, paths: dict) -> int:
         return 1
     print(f"wrote {stats['written']} images x {stats['num_boxes']} regions x {stats['dim']} "
           f"(detector butd on {stats['device']}) to {args.out_tsv} in {stats['seconds']:.1f}s; "
-          f"{stats['present']} were already there"
-          + (f"; skipped {stats['skipped']} unreadable image(s), named above"
-             if stats["skipped"] else ""))
+          f"{stats['present']} were already there" + skipped_note(stats))
     return 0
 
 
@@ -332,9 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"wrote {stats['images']} images x {stats['num_boxes']} boxes x {stats['dim']} "
           f"({stats['mode']}, raw {stats['raw_dim']}) to {args.out_tsv} "
-          f"in {stats['seconds']:.1f}s"
-          + (f"; skipped {stats['skipped']} unreadable image(s), named above"
-             if stats["skipped"] else ""))
+          f"in {stats['seconds']:.1f}s" + skipped_note(stats))
     return 0
 
 
