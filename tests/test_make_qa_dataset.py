@@ -241,29 +241,34 @@ def test_an_interrupted_conversion_is_refused_then_redone(images, tmp_path, monk
     assert DataRoot(root).vqa_json("valid") == root / "vqa" / "valid.json"
 
 
-def test_detector_is_passed_through_to_the_extractor(images, tmp_path, monkeypatch):
-    weights = tmp_path / "frcnn.safetensors"
-    weights.write_bytes(b"weights")
-    seen = {}
+def test_detector_features_through_the_real_extractor(images, tmp_path, monkeypatch):
+    """--detector butd runs tools.extract_features' detector path (a small seeded detector):
+    every image gets its regions under its own img_id, the extractor record sits beside the
+    TSV, and a failing extractor stops the conversion."""
+    from butd import DetectorConfig
+    from detector_helpers import random_state, save_pickle_layout
+    from tools.convert_detector_weights import main as convert_weights_main
 
-    def fake_extractor_main(argv):  # the extractor's command line, checked and honoured
-        seen["argv"] = argv
-        folder, out = argv[0], argv[1]
-        assert argv[2:] == ["--detector", "butd", "--weights", str(weights.resolve()),
-                            "--device", "cpu"]
-        paths = extract_features.collect_images(folder)
-        extract_features.extract_to_tsv(paths, out, 6, 32)
-        return 0
+    config = DetectorConfig(stage_blocks=(1, 1, 1), res5_blocks=1, stem_channels=8,
+                            res2_channels=8, res2_bottleneck=2, rpn_channels=16, min_size=96,
+                            max_size=160)
+    source, weights = tmp_path / "frcnn.pkl", tmp_path / "frcnn.safetensors"
+    save_pickle_layout(random_state(config, seed=5), source)
+    (tmp_path / "micro.json").write_text(config.to_json())
+    assert convert_weights_main([str(source), str(weights), "--config",
+                                 str(tmp_path / "micro.json")]) == 0
 
-    monkeypatch.setattr(extract_features, "main", fake_extractor_main)
     qa = write_csv(tmp_path / "qa.csv", ["image", "question", "answer", "split"],
                    [["0.png", "What?", "x", "train"], ["1.png", "What?", "y", "valid"]])
-    manifest = convert(images, qa, tmp_path / "root", detector="butd", weights=str(weights),
+    root = tmp_path / "root"
+    manifest = convert(images, qa, root, detector="butd", weights=str(weights),
                        extract_args="--device cpu")
     assert manifest["features"]["extractor"]["detector"] == "butd"
-    ids = mq.tsv_img_ids(tmp_path / "root" / "vqa_imgfeat" / "images.tsv")
-    assert sorted(ids) == ["0", "1"]
-    assert not list((tmp_path / "root" / "vqa_imgfeat").glob(".images*"))  # links removed
+    tsv = root / "vqa_imgfeat" / "images.tsv"
+    assert sorted(mq.tsv_img_ids(tsv)) == ["0", "1"]
+    assert extract_features.read_extractor_settings(
+        extract_features.sidecar_path(tsv))["mode"] == "butd"
+    assert not list((root / "vqa_imgfeat").glob(".images*"))  # the links are removed
 
     monkeypatch.setattr(extract_features, "main", lambda argv: 2)
     with pytest.raises(RuntimeError, match="--detector butd .* failed"):
