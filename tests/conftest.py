@@ -20,6 +20,11 @@ except ImportError:  # pragma: no cover
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "browser: drives a real headless Chromium (skipped "
+                                       "where Debian's chromium and chromium-driver are absent)")
+
+
 @pytest.fixture(scope="session")
 def generated_root_factory(tmp_path_factory):
     """Generated data roots (tools.make_data, small model), one per (images, dim, seed), shared

@@ -21,12 +21,14 @@ from tasks.retrieval.main import build_parser as retrieval_parser
 from tasks.retrieval.task import RetrievalTask
 from tasks.vqa.main import build_parser as vqa_parser
 from tasks.vqa.main import main as vqa_main
+from tools.demo import build_parser as demo_parser
+from tools.export import build_parser as export_parser
 from tools.predict import build_parser as predict_parser
 
 PARSERS = {"vqa": vqa_parser, "gqa": gqa_parser, "nlvr2": nlvr2_parser,
            "retrieval": retrieval_parser, "pretrain": pretrain_parser}
 # command-line tools beside the tasks: their documented flags follow the same alias rule
-TOOL_PARSERS = {"predict": predict_parser}
+TOOL_PARSERS = {"predict": predict_parser, "export": export_parser, "demo": demo_parser}
 
 
 # ------------------------------------------------------------------------------ values
@@ -42,6 +44,8 @@ BAD_VALUES = [
     (["--lr", "0"], "--lr 0.0"),
     (["--lr=-1e-4"], "--lr -0.0001"),
     (["--lr", "nan"], "--lr nan"),
+    (["--lr", "inf"], "--lr inf"),
+    (["--clipNorm", "inf"], "--clipNorm inf"),
     (["--warmup", "1.5"], "--warmup 1.5"),
     (["--warmup", "-0.1"], "--warmup -0.1"),
     (["--clipNorm", "0"], "--clipNorm 0.0"),

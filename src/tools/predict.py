@@ -5,6 +5,8 @@
         [--topk 5] [--json] [--attention att.png [--word color] [--layer -1] [--head H]]
     python -m tools.predict --load ... --features data/easyvqa_imgfeat/test_obj36.tsv \\
         --imgId easyvqa_test_0 --question ...
+    python -m tools.predict --load snap/vqa/NAME/BEST --image photo.jpg \\
+        --extractor mine_obj36.extractor.npz --question ...   (a record of other features)
     NLVR2:     --statement "..." with two images (--image A --image B, or --imgId A --imgId B)
     retrieval: --caption "..." --features FILE   (the top-k images of FILE)
 
@@ -27,9 +29,16 @@ from tools.predictor import NORMALISATIONS, Predictor, PredictorError
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.predict",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--load", required=True, help="checkpoint without .pth: snap/TASK/NAME/BEST")
+    p.add_argument("--load", required=True, help="checkpoint without .pth (snap/TASK/NAME/BEST) "
+                                                 "or a model folder (tools.export)")
+    p.add_argument("--extractorWeights", "--extractor-weights", dest="extractor_weights",
+                   help="weights of the extractor the model's features came from, on this "
+                        "machine, for --image when the path its record names is not here")
     p.add_argument("--image", action="append", default=[], help="image file (twice for NLVR2)")
     p.add_argument("--features", help="feature TSV (or converted .store) for --imgId/--caption")
+    p.add_argument("--extractor", help="describe --image as this record says (an "
+                                       "<features>.extractor.npz), instead of the record of "
+                                       "the run's own features")
     p.add_argument("--imgId", "--img-id", dest="img_ids", action="append", default=[],
                    help="img_id in --features (twice for NLVR2)")
     p.add_argument("--question", action="append", default=[], help="repeatable")
@@ -56,7 +65,16 @@ def read_questions(args) -> list[str]:
         path = Path(args.questions)
         if not path.is_file():
             raise PredictorError(f"--questions {path}: no such file")
-        questions += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        data = path.read_bytes()
+        try:
+            if b"\x00" in data:
+                raise UnicodeDecodeError("utf-8", data, data.index(b"\x00"),
+                                         data.index(b"\x00") + 1, "a NUL byte")
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise PredictorError(f"--questions {path}: not a UTF-8 text file ({err.reason} at "
+                                 f"byte {err.start}); expected one question per line") from None
+        questions += [line.strip() for line in text.splitlines() if line.strip()]
     return questions
 
 
@@ -65,7 +83,7 @@ def images(predictor: Predictor, args, count: int) -> list:
         raise PredictorError("give images either as --image files or as --imgId, not both")
     if args.img_ids and not args.features:
         raise PredictorError("--imgId needs --features FILE (the TSV or store holding it)")
-    found = ([predictor.image_from_file(p) for p in args.image] or
+    found = ([predictor.image_from_file(p, args.extractor) for p in args.image] or
              [predictor.image_from_features(args.features, i) for i in args.img_ids])
     if len(found) != count:
         raise PredictorError(f"a {predictor.task} model takes {count} image(s) (--image or "
@@ -75,7 +93,7 @@ def images(predictor: Predictor, args, count: int) -> list:
 
 def run(args) -> dict:
     """Everything the command prints, as one dict (also what --json prints)."""
-    predictor = Predictor.from_run(args.load, args.device)
+    predictor = Predictor.from_run(args.load, args.device, args.extractor_weights)
     task = predictor.task
     if args.attention and task in ("retrieval", "nlvr2"):
         raise PredictorError(f"--attention draws one image's regions: VQA/GQA models only, "
@@ -109,6 +127,8 @@ def run(args) -> dict:
                                "region_weights": maps.region_weights.tolist(),
                                "tokens": maps.tokens,
                                "token_weights": maps.token_weights.tolist()}
+        if image.labels:
+            result["attention"]["region_labels"] = image.labels
     return result
 
 
@@ -139,7 +159,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = run(args)
-    except (PredictorError, FileNotFoundError, ValueError) as err:
+    except (PredictorError, OSError, ValueError) as err:  # OSError: missing / foreign files
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else format_table(result))

@@ -17,6 +17,7 @@ is downloaded from. `data/README.md` documents the layout.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -69,7 +70,11 @@ SOURCES = {
     "easyvqa_json": "python -m tools.easyvqa (converts the easy-VQA dataset)",
     "easyvqa_features": "python -m tools.easyvqa (extracts features for the easy-VQA images)",
     "easyvqa_answers": "python -m tools.easyvqa",
+    "own_qa": "python -m tools.make_qa_dataset (docs/own_qa_data.md)",
 }
+# A data root converted by tools.make_qa_dataset holds vqa/dataset.json, naming its splits and
+# their feature file; the VQA task then reads those instead of LXMERT's split names.
+QA_DATASET_MANIFEST = "dataset.json"
 
 
 class DataFileNotFoundError(FileNotFoundError):
@@ -135,11 +140,49 @@ class DataRoot:
         return self.find(what, cands, SOURCES[source_key].format(name=filename, **fmt))
 
     # ------------------------------------------------------------------ VQA
+    def vqa_dataset(self) -> dict | None:
+        """The manifest of a data set made by tools.make_qa_dataset (`vqa/dataset.json`), or
+        None for LXMERT's VQA layout."""
+        path = self.root / "vqa" / QA_DATASET_MANIFEST
+        if not path.is_file():
+            return None
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise ValueError(f"{path}: not valid JSON ({err}); convert again with "
+                             f"{SOURCES['own_qa']}") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
+            raise ValueError(f"{path}: expected an object with 'splits'; convert again with "
+                             f"{SOURCES['own_qa']}")
+        if manifest.get("complete") is False:
+            raise ValueError(f"{path}: the conversion into {self.root} did not finish; run "
+                             f"{SOURCES['own_qa']} again")
+        return manifest
+
+    def _dataset_split(self, manifest: dict, split: str) -> dict:
+        entry = manifest["splits"].get(split)
+        if not isinstance(entry, dict) or not isinstance(entry.get("features"), str):
+            raise ValueError(
+                f"split {split!r} is not in the data set at {self.root} (made by "
+                f"tools.make_qa_dataset; its splits: {', '.join(manifest['splits'])}): name "
+                f"them with --train/--valid/--test, e.g. --train train --valid valid")
+        return entry
+
     def vqa_json(self, split: str) -> Path:
+        manifest = self.vqa_dataset()
+        if manifest is not None:
+            self._dataset_split(manifest, split)
+            return self.find(f"question file for split {split!r}",
+                             [self.root / "vqa" / f"{split}.json"], SOURCES["own_qa"])
         return self._lookup(f"VQA question file for split {split!r}", self._dirs("vqa"),
                             f"{split}.json", "vqa_json")
 
     def vqa_features(self, split: str) -> Path:
+        manifest = self.vqa_dataset()
+        if manifest is not None:
+            features = self._dataset_split(manifest, split)["features"]
+            return self.find(f"features of split {split!r}", [self.root / features],
+                             SOURCES["own_qa"])
         stem = self.vqa_feature_name(split)
         return self._lookup(f"VQA (MS COCO) features for split {split!r}",
                             self._dirs("mscoco_imgfeat"), f"{stem}_obj36.tsv", "vqa_features",
@@ -202,10 +245,12 @@ class DataRoot:
     def answer_tables(self, task: str) -> tuple[Path, Path]:
         """(trainval_ans2label.json, trainval_label2ans.json) of a VQA-like task."""
         task = self._qa_task(task)
-        dirs = [self.root / task] if task == "easyvqa" else self._dirs(task)
+        # a converted root's own table only, never the shipped one in its place
+        own = task == "easyvqa" or (task == "vqa" and self.vqa_dataset() is not None)
+        dirs = [self.root / task] if own else self._dirs(task)
         out = []
         for name in ("trainval_ans2label.json", "trainval_label2ans.json"):
-            shipped = REPO_DATA / task / name if task != "easyvqa" else None
+            shipped = None if own else REPO_DATA / task / name
             out.append(self._lookup(f"{task.upper()} answer table {name}", dirs, name,
                                     f"{task}_answers", shipped=shipped))
         return out[0], out[1]

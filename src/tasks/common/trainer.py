@@ -15,6 +15,7 @@ task may name its stats as it likes."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -41,10 +42,12 @@ from tasks.common.resume import (RESUME_FORMAT, check_same_run, epoch_stats_to_p
                                  load_resume_file, plain_args, plain_data, plain_scalar,
                                  rng_state, set_rng_state)
 from tasks.common.run_folder import RunLock, append_metrics, start_metrics_section
-from tasks.common.runtime import (compile_module, default_num_workers, git_commit, gpu_name,
-                                  library_versions, mark_step_if_graphed, progress,
+from tasks.common.run_record import check_loaded_runs
+from tasks.common.runtime import (compile_module, default_num_workers, entry_point, git_commit,
+                                  gpu_name, library_versions, mark_step_if_graphed, progress,
                                   resolve_device, seed_everything, setup_logging)
 from tasks.common.sampler import EpochSampler, training_sampler
+from tasks.common.scalar_log import scalar_log
 from tasks.common.task_dataset import TaskDataset
 
 log = logging.getLogger(__name__)
@@ -122,6 +125,11 @@ class Task:
 
     def write_results(self, trainer: "Trainer", result: EvalResult, split: str) -> None:
         """Write the test-server / prediction file for `split` (rank 0 only)."""
+
+    def run_inputs(self) -> dict:
+        """Plain data naming inputs that flags do not show (e.g. the content of a config file
+        a flag names): saved in resume.pth, and a --resume that finds them changed stops."""
+        return {}
 
     def run_info(self) -> dict:
         """What a predictor needs besides the weights (task, model sizes, answer table,
@@ -226,10 +234,12 @@ class Trainer:
         seed_everything(args.seed)
         self.precision = args.precision
         self.scaler = grad_scaler(self.device, self.precision)
+        self._inputs: dict = {}  # what resume.pth records of the training data (see fit)
         self.num_workers = args.num_workers
         if self.num_workers is None:
             self.num_workers = default_num_workers(self.device)
             log.info("data loading: %d workers per process", self.num_workers)
+        self.scalars = scalar_log(args, self.output, self.is_main)  # --tensorboard
 
     # ---- device and loaders -------------------------------------------------------------
 
@@ -334,6 +344,8 @@ class Trainer:
         t_total = sampler.num_batches * args.epochs
         optimizer = BertAdam(list(model.parameters()), lr=args.lr, warmup=args.warmup,
                              t_total=t_total)
+        self._inputs = {"train_examples": len(dataset), "train_sha1": dataset.fingerprint(),
+                        **self.task.run_inputs()}
         state = self._resume(model, optimizer) if args.resume else TrainState()
         train_model = self._wrap(model)
         log.info("training: %d examples, %d steps/epoch, %d epochs, t_total %d, batch %d "
@@ -379,11 +391,11 @@ class Trainer:
                 task_stats[key] = task_stats.get(key, 0) + value.detach()
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(params, self.args.clip_norm)
+            self.grad_norm = nn.utils.clip_grad_norm_(params, self.args.clip_norm)
             self.scaler.step(optimizer)
             self.scaler.update()
         else:
-            nn.utils.clip_grad_norm_(params, self.args.clip_norm)
+            self.grad_norm = nn.utils.clip_grad_norm_(params, self.args.clip_norm)
             optimizer.step()
         return loss_sum / len(parts) if len(parts) > 1 else loss_sum, task_stats
 
@@ -406,6 +418,9 @@ class Trainer:
             watch.update(loss, totals.steps, batch.get("index"))
             state.add_step(loss, task_stats, self.args.batch_size)
             totals.seconds = seconds_before + time.time() - started
+            if self.scalars.wants_step(state.global_step):
+                self.scalars.log_step(state.global_step, loss.item(), optimizer.get_lr()[0],
+                                      self.grad_norm.item(), totals.samples, totals.seconds)
             if self._after_step(model, optimizer, state, watch, bar, done_here):
                 return True
         watch.check(self.dist, state.epoch, state.global_step - totals.steps)
@@ -494,6 +509,7 @@ class Trainer:
             with open(self.output / "log.log", "a") as handle:
                 handle.write("\n" + "\n".join(lines) + "\n")
             append_metrics(self.output, record)
+            self.scalars.log_epoch(record)
         for line in lines:
             log.info(line)
         state.start_epoch(epoch + 1)
@@ -505,7 +521,7 @@ class Trainer:
         """Model, optimizer, grad scaler and RNG states from OUTPUT/resume.pth; -> the state."""
         path = self.output / "resume.pth"
         saved = load_resume_file(path)
-        check_same_run(path, saved.get("args"), self.args)
+        check_same_run(path, saved.get("args"), self.args, saved.get("inputs"), self._inputs)
         model.load_state_dict(saved["model"])
         # The optimizer's hyper-parameters come from the flags of this run (the same unless
         # --resumeChangedFlags); its moments and step counts from the saved state.
@@ -536,7 +552,8 @@ class Trainer:
             "format": RESUME_FORMAT, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "args": plain_args(self.args), **state.saved_fields(), "per_rank": per_rank},
+            "args": plain_args(self.args), "inputs": self._inputs, **state.saved_fields(),
+            "per_rank": per_rank},
             self.output / "resume.pth")
 
     # ---- run info -----------------------------------------------------------------------
@@ -544,14 +561,18 @@ class Trainer:
     def write_run_info(self, argv) -> None:
         if not self.is_main:
             return
-        info = {"argv": list(argv), "args": vars(self.args), "git_commit": git_commit(),
-                "versions": library_versions(), "device": str(self.device),
-                "world_size": self.dist.world_size, "host": platform.node(),
-                "cuda": gpu_name(self.device), "task_info": self.task.run_info()}
+        info = {"argv": list(argv), "entry_point": entry_point(), "args": vars(self.args),
+                "git_commit": git_commit(), "versions": library_versions(),
+                "device": str(self.device), "world_size": self.dist.world_size,
+                "host": platform.node(), "cuda": gpu_name(self.device),
+                "checkpoint_files": dataclasses.asdict(self.task.checkpoint_files),
+                "task_info": self.task.run_info()}
         atomic_write_json(self.output / "run_info.json", info, indent=2, default=str)
         start_metrics_section(self.output, argv, bool(self.args.resume))
 
     def close(self) -> None:
+        if hasattr(self, "scalars"):
+            self.scalars.close()
         distributed.shutdown(self.dist)
         if self.lock is not None:
             self.lock.release()
@@ -560,6 +581,7 @@ class Trainer:
 def run_task(args, task: Task, argv) -> dict:
     """What every task's `main(argv)` does: train (then validate each epoch), or with --test
     predict one split, report its metrics and write its result file. Returns a summary."""
+    check_loaded_runs(args, task.run_info())  # before anything is written
     trainer = Trainer(args, task)
     try:
         trainer.write_run_info(argv if argv is not None else sys.argv[1:])

@@ -13,13 +13,21 @@ from torch import nn
 
 from lxrt.config import LXRTConfig
 from lxrt.modeling import AnswerHead, LXRTEncoder, init_bert_weights
+from lxrt.pretrained import PretrainedModel
 
 NUM_CLASSES = 2
 
 
-class NLVR2Model(nn.Module):
+class NLVR2Model(nn.Module, PretrainedModel):
     """`lxrt_encoder` + `logit_fc`, the authors' names (state-dict keys
     `lxrt_encoder.model.bert.*`, `logit_fc.{0,2,3}.*`)."""
+    default_labels = ("false", "true")
+    num_labels = NUM_CLASSES
+    intended_use = ("Says whether a statement is true of a pair of images (NLVR2): "
+                    "`python -m tools.predict --load FOLDER --statement ... --image A --image B`.")
+    limitations = ("Two images exactly, in order (left, right); statements are cut at 20 "
+                   "word pieces. Images must be described by the extractor its training "
+                   "features came from.")
 
     def __init__(self, config: LXRTConfig):
         super().__init__()

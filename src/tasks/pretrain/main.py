@@ -79,6 +79,7 @@ def resolve_stage(args) -> StageConfig:
             stage.validate("--tasks")
         if args.visual_losses:
             apply_visual_losses(stage, args.visual_losses)
+            stage.check_trainable("--visualLosses")
     except StageConfigError as err:
         raise SystemExit(str(err)) from None
     for flag, key in (("batch_size", "batch_size"), ("lr", "lr"), ("epochs", "epochs"),

@@ -3,17 +3,20 @@ validation loss as the score (lower is better), and checkpoints in the authors' 
 (`EpochNN_LXRT.pth`, `BEST_EVAL_LOSS_LXRT.pth`, `LAST_LXRT.pth`) written by the trainer."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from lxrt.loading import read_pretraining_answers
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
-from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config
+from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config, model_run_info
 from tasks.common.paths import DataRoot
-from tasks.common.readers import check_feature_dim
+from tasks.common.readers import DataFormatError, check_feature_dim
 from tasks.common.trainer import CheckpointFiles, EvalResult, Task
 from tasks.pretrain import neighbors
 from tasks.pretrain.data import (FAST_IMG_NUM, TINY_IMG_NUM, PretrainDataset, Vocab, load_corpus,
@@ -85,6 +88,30 @@ def labelled_items(batch: dict, mlm_positions: torch.Tensor) -> torch.Tensor:
                         (batch["ans"] != -1).sum().float()])
 
 
+def check_split(data, sentences: np.ndarray, stage: StageConfig, names: str,
+                topk: Optional[int]) -> None:
+    """A split the stage can use: some sentence of the selected sources with an image among
+    the features read, and with ITM sentences of two images at least (a negative is a
+    sentence of another image). Raised when the split is built, before the first step."""
+    corpus = data.corpus
+    read = (f"only the first {topk} images of each feature file are read, as --imageLimit, "
+            f"--tiny, --fast or, for a validation split, the stage's valid_images say" if topk
+            else "every image of the feature files is read")
+    files = ", ".join(str(s.store_dir) for s in data.stores)
+    where = f"pre-training split {names!r}"
+    if corpus.num_images == 0:
+        raise DataFormatError(f"{where} is empty: none of its images has features in "
+                              f"{files}; {read}")
+    if len(sentences) == 0:
+        raise DataFormatError(f"{where} has no sentence of the stage's sentence_sources "
+                              f"{stage.sentence_sources} (it has {corpus.sources})")
+    images = len(np.unique(corpus.sent_image[sentences]))
+    if stage.has("itm") and images < 2:
+        raise DataFormatError(f"{where}: ITM needs sentences of at least two images (a negative "
+                              f"is a sentence of another image); it has {images} image with "
+                              f"features in {files}; {read}")
+
+
 class PretrainTask(Task):
     name = "pretrain"
     # the authors' file names and layout: --loadLXMERT OUTPUT/BEST_EVAL_LOSS fine-tunes from it
@@ -132,6 +159,7 @@ class PretrainTask(Task):
                            cache_dir=args.pretrain_cache, feature_cache=args.feature_cache,
                            fp16=args.fp16_features)
         sentences = select_sentences(data.corpus, stage.sentence_sources)
+        check_split(data, sentences, stage, names, topk)
         check_feature_dim(data.stores, self.config.visual_feat_dim)
         nearest = phrases = None
         if stage.has("itm_hs"):
@@ -146,7 +174,12 @@ class PretrainTask(Task):
                                nearest, phrases, fixed_epoch)
 
     def train_dataset(self):
+        """The training set; the validation split is built and checked with it, so an
+        unusable one stops the run before the first step (multi-GPU launchers: in
+        --prepareOnly, which calls this too)."""
         self._train = self._dataset(self.args.train, self._topk())
+        if self.args.valid:
+            self.valid_dataset()
         return self._train
 
     def valid_dataset(self) -> PretrainDataset:
@@ -242,11 +275,19 @@ class PretrainTask(Task):
                  " ".join(f"{a} {b:.4f}" for a, b in metrics.items() if a != "loss"))
         return EvalResult(score=valid_loss, metrics=metrics)
 
-    def run_info(self) -> dict:
-        """The stage as run (the config file's fields after --tasks/--visualLosses; the
-        recipe flags it fed, such as the warmup, are in run_info.json's args)."""
-        return {"task": "pretrain", "stage": self.stage.to_dict()}
-
     # ---- checkpoints ---------------------------------------------------------------------
+    def run_inputs(self) -> dict:
+        """The stage's content (its file may be edited in place between stop and resume)."""
+        stage = json.dumps(self.stage.to_dict(), sort_keys=True).encode("utf-8")
+        return {"stage_sha1": hashlib.sha1(stage).hexdigest()}
+
+    def run_info(self) -> dict:
+        """The model sizes and vocabulary (a fine-tuning run loading these weights checks the
+        vocabulary against its own; tools.predict says it needs a fine-tuned model), and the
+        stage as run (its config's fields after --tasks/--visualLosses; the recipe values it
+        fed, such as the warmup, are in run_info.json's args)."""
+        return {**model_run_info("pretrain", self.config, self.tokenizer),
+                "stage": self.stage.to_dict()}
+
     def checkpoint_state(self, model) -> dict:
         return authors_state_dict(model, self.config)

@@ -22,6 +22,7 @@ from tasks.common.model_setup import (MAX_SEQ_LENGTH, build_config, load_task_we
                                       model_run_info)
 from tasks.common.paths import DataRoot
 from tasks.common.readers import split_list
+from tasks.common.run_record import answers_record
 from tasks.common.trainer import EvalResult, Task
 from tasks.qa.data import AnswerTable, load_qa_dataset
 from tasks.qa.model import QAModel
@@ -75,7 +76,8 @@ class QATask(Task):
 
     def load_weights(self, model) -> None:
         load_task_weights(self.args, model, self.config, lambda m, path: load_lxmert_qa(
-            m, path, self.answers.label2ans, self.root.all_answers(), self.config))
+            m, path, self.answers.label2ans, self.root.all_answers(), self.config),
+            labels=self.answers.label2ans)
 
     def run_info(self) -> dict:
         """For tools.predict: the task, model sizes, answer table and the splits' features (whose
@@ -89,6 +91,7 @@ class QATask(Task):
                 pass
         return {**model_run_info(self.spec.task, self.config, self.tokenizer),
                 "num_answers": self.answers.num_answers,
+                **answers_record(self.answers.label2ans),  # the model's labels, by name
                 "ans2label": str(Path(self.root.answer_tables(self.spec.task)[0]).resolve()),
                 "label2ans": str(Path(self.root.answer_tables(self.spec.task)[1]).resolve()),
                 "feature_files": sorted(set(features))}
