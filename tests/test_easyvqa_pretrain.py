@@ -86,12 +86,12 @@ def test_the_ablation_gives_every_arm_the_same_steps_and_data(dry, capfd):
 
 def test_the_optional_arms_undo_one_reconstruction_choice_each(dry, capfd):
     pretrain, finetune = commands(capfd, ["ablation", "cpu", "abl", "--arms",
-                                          "token_sentences,text_topic"])
+                                          "token_words,text_topic"])
     runs = {Path(resolved(a)[0].output).name: resolved(a) for a in pretrain}
-    assert sorted(runs) == ["phrase", "text_topic_sentence", "token", "token_sentences_phrase",
-                            "token_sentences_sentence", "token_sentences_token"]
-    token, sentence = runs["token_sentences_token"][1], runs["text_topic_sentence"][1]
-    assert (token.text_unit, sentence.mismatched_topic) == ("sentence", "text")
+    assert sorted(runs) == ["phrase", "text_topic_sentence", "token", "token_words_phrase",
+                            "token_words_sentence", "token_words_token"]
+    token, sentence = runs["token_words_token"][1], runs["text_topic_sentence"][1]
+    assert (token.text_unit, sentence.mismatched_topic) == ("token", "text")
     msp = {s.folder: driver.load_stage_config(driver.CONFIGS / s.config) for s in
            driver.ablation().arms["msp"]}
     differ = lambda a, b: {k for k, v in a.to_dict().items() if v != getattr(b, k)}

@@ -411,12 +411,16 @@ def test_the_topic_of_a_mismatched_pair_is_the_images_own_sentence(setup):
         assert mismatched > len(ds) // 4
 
 
-def test_the_token_stage_reads_captions_only():
+def test_the_token_stage_reads_whole_captions_only():
+    """Captions only (questions name what the image need not show); whole captions, since
+    the content-word unit transferred worse in the easy-VQA ablation (its own config)."""
     from pathlib import Path
     base = Path(__file__).resolve().parents[1] / "run" / "configs"
     for path in (base / "msp" / "token.json", base / "easyvqa" / "token_captions.json"):
         stage = load_stage_config(path)
-        assert stage.text_unit == "token" and stage.sentence_sources == ["captions"], path
+        assert stage.text_unit == "sentence" and stage.sentence_sources == ["captions"], path
+    words = load_stage_config(base / "easyvqa" / "token_captions_words.json")
+    assert words.text_unit == "token"
 
 
 # ---- determinism ----------------------------------------------------------------------------

@@ -22,8 +22,9 @@ Experiments:
   ablation  captions only, the same pre-training steps and data for every arm: scratch;
             lxmert (LXMERT's single-stage recipe: MLM, masked regions, ITM); msp (token ->
             phrase -> sentence); msp without each of its new tasks in turn: no_ifrs, no_titp,
-            no_itm_hs, no_tits; optional (--arms): token_sentences (the token stage on whole
-            captions) and text_topic (TITS of a mismatched pair on the shown caption)
+            no_itm_hs, no_tits; optional (--arms): token_words (the token stage on the
+            captions' content words) and text_topic (TITS of a mismatched pair on the shown
+            caption)
 
 On the CPU the small model of run/configs/easyvqa_cpu.json (2 cross-modality layers) is
 used with every core (set OMP_NUM_THREADS=1 on a machine shared with other jobs). A finished
@@ -141,11 +142,10 @@ VARIANTS = {
     "no_titp": (1, Stage("no_titp_phrase", PHRASE.config, "mlm,obj")),
     "no_itm_hs": (2, Stage("no_itm_hs_sentence", SENTENCE.config, "mlm,obj,itm,topic")),
     "no_tits": (2, Stage("no_tits_sentence", SENTENCE.config, "mlm,obj,itm,itm_hs")),
-    "token_sentences": (0, Stage("token_sentences_token",
-                                 "easyvqa/token_captions_sentences.json")),
+    "token_words": (0, Stage("token_words_token", "easyvqa/token_captions_words.json")),
     "text_topic": (2, Stage("text_topic_sentence", "easyvqa/sentence_captions_text_topic.json")),
 }
-OPTIONAL = ("token_sentences", "text_topic")
+OPTIONAL = ("token_words", "text_topic")
 LXMERT = Stage("lxmert", "easyvqa/lxmert_captions.json")
 
 

@@ -32,7 +32,7 @@ ARM_NAMES = {"scratch": "from scratch", "captions": "pre-trained on captions",
              "msp": "MSP, token -> phrase -> sentence", "no_ifrs": "MSP without IFRS",
              "no_titp": "MSP without TITP", "no_itm_hs": "MSP without ITM_HS",
              "no_tits": "MSP without TITS",
-             "token_sentences": "MSP, token stage on whole captions",
+             "token_words": "MSP, token stage on content words",
              "text_topic": "MSP, TITS of a mismatched pair on the shown caption"}
 KINDS = ("yes/no", "colour", "shape")
 
