@@ -55,7 +55,7 @@ def test_pair_head_interleaving(model):
         # each image through the encoder on its own, then [pooled(img0) ; pooled(img1)]
         p0 = model.lxrt_encoder(ids, pos, mask, feats[:, 0], boxes[:, 0])
         p1 = model.lxrt_encoder(ids, pos, mask, feats[:, 1], boxes[:, 1])
-        assert torch.allclose(model.pair_pooled(ids, pos, mask, feats, boxes),
+        assert torch.allclose(model.pooled(ids, pos, mask, feats, boxes),
                               torch.cat([p0, p1], 1), atol=1e-5)
         assert torch.allclose(logits, model.logit_fc(torch.cat([p0, p1], 1)), atol=1e-5)
         # swapping the two images of an example changes its logits (the head is ordered)

@@ -31,7 +31,7 @@ def within(count: int, n: int, p: float) -> bool:
 def setup(small_root):
     root = small_root
     tok = LXRTTokenizer(find_vocab_file(), 20)
-    answers = read_pretraining_answers(DataRoot(root).all_answers())
+    answers = read_pretraining_answers(DataRoot(root).path("pretrain", "answers"))
     data = load_corpus(DataRoot(root), TRAIN, tok, answers)
     return root, tok, answers, data, Vocab.of(tok)
 
@@ -474,7 +474,7 @@ def test_easyvqa_corpus_uses_train_images_only(tmp_path):
         assert smaller <= few_ids <= train_ids and len(few) == 3 * len(few_ids)
         smaller = few_ids
     from tasks.common.paths import DataRoot
-    assert DataRoot(tmp_path).easyvqa_json("train_5pct").name == "train_5pct.json"
+    assert DataRoot(tmp_path).path("easyvqa", "examples", "train_5pct").name == "train_5pct.json"
 
 
 def test_tasks_flag_overrides_the_stage_and_bad_stages_stop_main(tmp_path):

@@ -398,25 +398,28 @@ def test_authors_scoring_flag_end_to_end(root, tmp_path):
 def test_eval_options_come_from_the_flags(root, tmp_path):
     """One EvalOptions per evaluation: --evalPrecision overrides the run's precision, its
     autocast is that precision's, and --authorsScoring applies to the --test split only."""
-    from types import SimpleNamespace
+    import contextlib
 
     from tasks.common import distributed
+    from tasks.common.evaluation import EvalContext
     from tasks.retrieval.main import build_parser
     from tasks.retrieval.task import RetrievalTask
     args = build_parser().parse_args(common(root, tmp_path) + [
         "--test", "test", "--valid", "minival", "--evalPrecision", "bf16", "--scoreFunction",
         "logit", "--direction", "image", "--rankMethod", "argsort", "--authorsScoring", "3",
         "--pairsPerForward", "12", "--seed", "7"])
-    trainer = SimpleNamespace(device=torch.device("cpu"), precision="fp32",
-                              dist=distributed.DistInfo(), is_main=True, use_tqdm=False)
+    ctx = EvalContext(device=torch.device("cpu"), autocast=contextlib.nullcontext,
+                      dist=distributed.DistInfo(), is_main=True, progress=False,
+                      output=tmp_path, run_batches=None)
     task = RetrievalTask(args)
-    test = task.eval_options(trainer, "test")
+    test = task.eval_options(ctx, "test")
     assert (test.precision, test.score_function, test.direction, test.rank_method,
             test.pairs_per_forward, test.authors_scoring, test.seed) == (
         "bf16", "logit", "image", "argsort", 12, 3, 7)
     with test.autocast():
         assert torch.is_autocast_enabled("cpu")
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
-    assert task.eval_options(trainer, "minival").authors_scoring == 0
+    assert task.eval_options(ctx, "minival").authors_scoring == 0
     args.eval_precision = None
-    assert task.eval_options(trainer, "test").precision == "fp32"
+    assert task.eval_options(ctx, "test").precision == "fp32"
+    assert task.eval_options(ctx, "test").autocast is contextlib.nullcontext

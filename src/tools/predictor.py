@@ -1,5 +1,5 @@
-"""A fine-tuned run as a Python object: answer questions, verify NLVR2 statements, rank images
-for a caption, and read the attention maps behind an answer.
+"""A fine-tuned run as a Python object: answer questions, verify or classify statements about
+images, rank images for a caption, and read the attention maps behind an answer.
 
     from tools.predictor import Predictor
     p = Predictor.from_run("snap/easyvqa/easyvqa/BEST", device="cpu")
@@ -8,13 +8,16 @@ for a caption, and read the attention maps behind an answer.
 
 Everything the model needs besides the weights comes from the run's `run_info.json` (written
 next to BEST.pth/LAST.pth): the task, the model sizes, the vocabulary, the answer table and the
-feature files, whose `.extractor.npz` record says how a new image file is described.
+feature files, whose `.extractor.npz` record says how a new image file is described. The task's
+registry entry says how its model is built and questioned (`predict`: answers, verify,
+classify or rank).
 
 Probabilities. VQA/GQA heads are trained with a sigmoid (BCE) per answer, so the faithful
 number is each answer's own sigmoid score (`normalise="sigmoid"`, the default): scores of
 different answers are independent and need not sum to 1. `normalise="softmax"` rescales the
-logits over the answer table instead (sums to 1; the ranking is the same). NLVR2 and
-retrieval heads are 2-way softmax classifiers: P(true) and P(match) are their softmax.
+logits over the answer table instead (sums to 1; the ranking is the same). The heads of the
+other modes are softmax classifiers: P(true), P(match) and the class probabilities are their
+softmax.
 """
 from __future__ import annotations
 
@@ -30,12 +33,14 @@ import torch
 from lxrt.config import LXRTConfig
 from lxrt.loading import load_finetuned, resolve_finetuned_path
 from lxrt.tokenization import LXRTTokenizer
+from tasks.common import registry
 from tasks.common.features import FeatureStore, open_feature_store, read_manifest
 from tasks.common.model_setup import MAX_SEQ_LENGTH
 from tasks.common.tsv_format import normalise_boxes
 from tasks.qa.data import AnswerTable
 
-QA_TASKS = ("vqa", "gqa", "easyvqa")
+# what run_info.json's task_info must hold for each way of questioning a model
+MODE_KEYS = {"answers": ["num_answers", "ans2label", "label2ans"], "classify": ["class_names"]}
 NORMALISATIONS = ("sigmoid", "softmax")
 
 
@@ -75,8 +80,8 @@ def read_run_info(load: str | os.PathLike) -> tuple[Path, dict]:
         raise PredictorError(f"{info_path}: not valid JSON ({err})") from None
     task_info = info.get("task_info") or {}
     required = ["task", "model_config", "vocab_file"]
-    if task_info.get("task") in QA_TASKS:
-        required += ["num_answers", "ans2label", "label2ans"]
+    if "task" in task_info:
+        required += MODE_KEYS.get(task_entry(task_info["task"], info_path).predict, [])
     for key in required:
         if key not in task_info:
             raise PredictorError(f"{info_path}: no task_info.{key} (a run made before runs "
@@ -85,18 +90,21 @@ def read_run_info(load: str | os.PathLike) -> tuple[Path, dict]:
     return checkpoint, task_info
 
 
+def task_entry(task: str, info_path: Path | str = "run_info.json") -> registry.TaskEntry:
+    """The registry entry of a run's task; a task tools.predict cannot question is an error."""
+    try:
+        entry = registry.get(task)
+    except registry.UnknownTaskError as err:
+        raise PredictorError(f"{info_path}: {err}") from None
+    if entry.build_model is None or entry.predict is None:
+        raise PredictorError(f"{info_path}: a {task} model cannot be questioned by "
+                             f"tools.predict; it questions "
+                             f"{sorted(n for n, e in registry.entries().items() if e.predict)}")
+    return entry
+
+
 def build_task_model(task: str, config: LXRTConfig, task_info: dict) -> torch.nn.Module:
-    if task in QA_TASKS:
-        from tasks.qa.model import QAModel
-        return QAModel(config, int(task_info["num_answers"]))
-    if task == "nlvr2":
-        from tasks.nlvr2.model import NLVR2Model
-        return NLVR2Model(config)
-    if task == "retrieval":
-        from tasks.retrieval.model import RetrievalModel
-        return RetrievalModel(config)
-    raise PredictorError(f"run_info.json: unknown task {task!r}; known: "
-                         f"{list(QA_TASKS) + ['nlvr2', 'retrieval']}")
+    return task_entry(task).build_model(config, task_info)
 
 
 def open_features(path: str | os.PathLike) -> FeatureStore:
@@ -116,9 +124,12 @@ class Predictor:
                  device: torch.device, checkpoint: Path):
         self.model, self.task_info, self.tokenizer = model.eval(), task_info, tokenizer
         self.task, self.device, self.checkpoint = task_info["task"], device, checkpoint
+        self.entry = task_entry(self.task)
+        self.mode, self.num_images = self.entry.predict, self.entry.num_images
         self.answers = None
-        if self.task in QA_TASKS:
+        if self.mode == "answers":
             self.answers = AnswerTable(task_info["ans2label"], task_info["label2ans"])
+        self.class_names = list(task_info.get("class_names", []))
 
     @classmethod
     def from_run(cls, load: str | os.PathLike, device: str = "cpu") -> "Predictor":
@@ -192,10 +203,10 @@ class Predictor:
                                  f"region features; this model takes {expected}")
         return feats.repeat_interleave(repeat, 0), boxes.repeat_interleave(repeat, 0)
 
-    def _require(self, *tasks: str, what: str) -> None:
-        if self.task not in tasks:
+    def _require(self, mode: str, what: str) -> None:
+        if self.mode != mode:
             raise PredictorError(f"{self.checkpoint} is a {self.task} model; {what} needs a "
-                                 f"{'/'.join(tasks)} model")
+                                 f"{'/'.join(registry.with_mode(mode))} model")
 
     # ---- predictions ----------------------------------------------------------------------
 
@@ -203,7 +214,7 @@ class Predictor:
     def answer_scores(self, image: ImageInput, questions: Sequence[str],
                       normalise: str = "sigmoid") -> torch.Tensor:
         """[Q, answers] probabilities of every answer for each question about `image`."""
-        self._require(*QA_TASKS, what="answering questions")
+        self._require("answers", what="answering questions")
         if normalise not in NORMALISATIONS:
             raise PredictorError(f"normalise must be one of {NORMALISATIONS}, got {normalise!r}")
         text = self.encode(questions)
@@ -223,23 +234,45 @@ class Predictor:
                 for vs, ls in zip(values, labels)]
 
     @torch.no_grad()
-    def verify(self, statements: Sequence[str], left: ImageInput,
-               right: ImageInput) -> list[tuple[bool, float]]:
-        """NLVR2: for each statement about the image pair, (true?, P(true))."""
-        self._require("nlvr2", what="verifying a statement about two images")
+    def class_scores(self, statements: Sequence[str], images: Sequence[ImageInput]) -> torch.Tensor:
+        """[S, classes] softmax probabilities of each statement about `images` (as many as
+        the task takes per example)."""
+        if len(images) != self.num_images:
+            raise PredictorError(f"a {self.task} model takes {self.num_images} image(s), got "
+                                 f"{len(images)}")
         text = self.encode(statements)
-        feats, boxes = self._visual([left, right])
+        feats, boxes = self._visual(images)
         n = len(statements)
+        if self.num_images > 1:  # one example holds them all: [S, images, O, D]
+            feats, boxes = feats[None], boxes[None]
+        feats = feats.expand(n, *feats.shape[1:])
+        boxes = boxes.expand(n, *boxes.shape[1:])
         logits = self.model(text["input_ids"], text["token_position"], text["input_mask"],
-                            feats[None].expand(n, -1, -1, -1), boxes[None].expand(n, -1, -1, -1))
-        p_true = logits.float().softmax(-1)[:, 1].cpu()
-        return [(bool(p > 0.5), float(p)) for p in p_true]
+                            feats, boxes)
+        return logits.float().softmax(-1).cpu()
+
+    def verify(self, statements: Sequence[str], left: ImageInput,
+               right: ImageInput | None = None) -> list[tuple[bool, float]]:
+        """For each statement about the image(s), (true?, P(true)); class 1 is "true"."""
+        self._require("verify", what="verifying a statement")
+        images = [left] if right is None else [left, right]
+        return [(bool(p > 0.5), float(p)) for p in self.class_scores(statements, images)[:, 1]]
+
+    def classify(self, statements: Sequence[str], images: Sequence[ImageInput]
+                 ) -> list[tuple[str, dict]]:
+        """For each statement about `images`, (its class, {class name: probability})."""
+        self._require("classify", what="classifying a statement")
+        out = []
+        for row in self.class_scores(statements, images):
+            probs = {name: float(p) for name, p in zip(self.class_names, row)}
+            out.append((self.class_names[int(row.argmax())], probs))
+        return out
 
     @torch.no_grad()
     def rank_images(self, caption: str, features: str | os.PathLike, topk: int = 5,
                     batch_size: int = 256) -> list[tuple[str, float]]:
         """Retrieval: the `topk` images of a feature file for `caption`, with P(match)."""
-        self._require("retrieval", what="ranking images for a caption")
+        self._require("rank", what="ranking images for a caption")
         store = features if isinstance(features, FeatureStore) else open_features(features)
         text = self.encode([caption])
         scores = []

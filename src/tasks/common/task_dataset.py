@@ -8,12 +8,22 @@ them. Every hook is optional: the defaults here do nothing.
 - `set_epoch(epoch)`: called before each training epoch's loader is built, also on a --resume
   in the middle of an epoch (e.g. retrieval draws its negatives from (seed, epoch, index)).
 - `worker_init_fn(worker_id)`: called at the start of each DataLoader worker process of the
-  training loader (e.g. to open files per process)."""
+  training loader (e.g. to open files per process).
+
+`ImageTextDataset` is the dataset most tasks need: one sentence about one or more images per
+example, the sentences tokenized once, the features read per item from the stores."""
 from __future__ import annotations
 
-from typing import Optional
+import logging
+from typing import Optional, Sequence
 
+import numpy as np
+import torch
 from torch.utils.data import Dataset
+
+from tasks.common.readers import ImageLookup, filter_by_features, tokenize_texts
+
+log = logging.getLogger(__name__)
 
 
 class TaskDataset(Dataset):
@@ -24,3 +34,47 @@ class TaskDataset(Dataset):
 
     def worker_init_fn(self, worker_id: int) -> None:
         """Per-worker setup of the training loader (default: none)."""
+
+
+class ImageTextDataset(TaskDataset):
+    """Examples of one sentence (`text_key`) about the images named by `image_keys`. Examples
+    whose images have no features are an error, or dropped when `subset` (--tiny/--fast read
+    part of the feature files); `id_key` names an example in that error. A subclass gives
+    `target(index)`.
+
+    Items: dict `index` int64, `input_ids`/`token_position`/`input_mask` [L] int64, `feats`
+    [O, D] float32 ([N, O, D] for N images), `boxes` [O, 4] ([N, O, 4]), `target`."""
+
+    def __init__(self, data: list[dict], feature_stores, tokenizer, split_name: str = "",
+                 subset: bool = False, num_boxes: Optional[int] = 36,
+                 image_keys: Sequence[str] = ("img_id",), text_key: str = "sent",
+                 id_key: str = "question_id", what: str = "examples"):
+        self.split_name = split_name
+        self.image_keys = tuple(image_keys)
+        self.images = ImageLookup(feature_stores, num_boxes)
+        self.data = filter_by_features(list(data), self.images.__contains__, self.image_keys,
+                                       split_name, subset, id_key)
+        self.tokens = tokenize_texts(tokenizer, [d[text_key] for d in self.data])
+        log.info("split %s: %d %s", split_name, len(self.data), what)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def target(self, index: int):
+        """The training target of example `index` (an array or a number)."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        datum = self.data[index]
+        item = {"index": torch.tensor(index, dtype=torch.int64)}
+        for name, arr in self.tokens.items():
+            item[name] = torch.from_numpy(arr[index])
+        found = [self.images.get(datum[key]) for key in self.image_keys]
+        if len(found) == 1:
+            feats, boxes = found[0]
+        else:
+            feats, boxes = np.stack([f for f, _ in found]), np.stack([b for _, b in found])
+        item["feats"] = torch.from_numpy(feats)
+        item["boxes"] = torch.from_numpy(boxes)
+        item["target"] = torch.as_tensor(self.target(index))
+        return item

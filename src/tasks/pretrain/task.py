@@ -7,17 +7,16 @@ import logging
 from typing import Optional
 
 import torch
-import torch.distributed as dist
 
 from lxrt.loading import read_pretraining_answers
-from lxrt.tokenization import LXRTTokenizer, find_vocab_file
-from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config
-from tasks.common.paths import DataRoot
+from tasks.common.distributed import rank_zero_first
+from tasks.common.model_setup import MAX_SEQ_LENGTH
 from tasks.common.readers import check_feature_dim
-from tasks.common.trainer import CheckpointFiles, EvalResult, Task
+from tasks.common.task import CheckpointFiles, EvalResult, TaskBase
 from tasks.pretrain import neighbors
-from tasks.pretrain.data import (FAST_IMG_NUM, TINY_IMG_NUM, PretrainDataset, Vocab, load_corpus,
-                                 phrase_table, select_sentences)
+from tasks.pretrain.data import (PretrainDataset, Vocab, load_corpus, phrase_table,
+                                 select_sentences)
+from tasks.pretrain.entry import PRETRAIN
 from tasks.pretrain.model import (authors_state_dict, build_pretraining_model, load_encoder,
                                   load_full)
 from tasks.pretrain.stage import LOSS_NAMES, StageConfig
@@ -72,7 +71,7 @@ def hits_and_counts(out, batch: dict, mlm_positions: torch.Tensor) -> dict:
         return {k: (h.sum().float(), n.sum().float()) for k, (h, n) in pairs.items()}
 
 
-class PretrainTask(Task):
+class PretrainTask(TaskBase):
     name = "pretrain"
     # the authors' file names and layout: --loadLXMERT OUTPUT/BEST_EVAL_LOSS fine-tunes from it
     checkpoint_files = CheckpointFiles(best="BEST_EVAL_LOSS_LXRT.pth", last="LAST_LXRT.pth",
@@ -80,12 +79,10 @@ class PretrainTask(Task):
     score_is_loss = True  # the validation loss selects BEST_EVAL_LOSS
 
     def __init__(self, args, stage: StageConfig):
-        self.args, self.stage = args, stage
-        self.root = DataRoot(args.data_root)
-        self.config = build_config(args)
-        self.tokenizer = LXRTTokenizer(find_vocab_file(self.root.root), MAX_SEQ_LENGTH)
+        super().__init__(args)
+        self.stage = stage
         self.vocab = Vocab.of(self.tokenizer)
-        self.answers = read_pretraining_answers(self.root.all_answers())
+        self.answers = read_pretraining_answers(self.root.path("pretrain", "answers"))
         self.weights = torch.tensor(stage.weights())
         self._valid: Optional[PretrainDataset] = None
         self._train: Optional[PretrainDataset] = None
@@ -108,27 +105,25 @@ class PretrainTask(Task):
         args = self.args
         if args.image_limit:
             return args.image_limit
-        return TINY_IMG_NUM if args.tiny else FAST_IMG_NUM if args.fast else None
+        if args.tiny:
+            return PRETRAIN.tiny_images
+        return PRETRAIN.fast_images if args.fast else None
 
     def _dataset(self, names: str, topk: Optional[int], fixed_epoch=None) -> PretrainDataset:
         args, stage = self.args, self.stage
-        first = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-        if not first:  # rank 0 builds the caches, the others then read them
-            dist.barrier()
-        data = load_corpus(self.root, names, self.tokenizer, self.answers, topk,
-                           cache_dir=args.pretrain_cache, feature_cache=args.feature_cache,
-                           fp16=args.fp16_features)
-        sentences = select_sentences(data.corpus, stage.sentence_sources)
-        check_feature_dim(data.stores, self.config.visual_feat_dim)
-        nearest = phrases = None
-        if stage.has("itm_hs"):
-            path = data.cache_dir / f"neighbors-{data.key}-k{stage.hard_negative_k}.npy"
-            nearest = neighbors.load_or_compute(path, data.corpus, data.stores,
-                                                stage.hard_negative_k)
-        if stage.text_unit == "phrase":
-            phrases = phrase_table(data, sentences, self.vocab)
-        if first and dist.is_available() and dist.is_initialized():
-            dist.barrier()
+        with rank_zero_first():  # rank 0 builds the caches, the others then read them
+            data = load_corpus(self.root, names, self.tokenizer, self.answers, topk,
+                               cache_dir=args.pretrain_cache, feature_cache=args.feature_cache,
+                               fp16=args.fp16_features)
+            sentences = select_sentences(data.corpus, stage.sentence_sources)
+            check_feature_dim(data.stores, self.config.visual_feat_dim)
+            nearest = phrases = None
+            if stage.has("itm_hs"):
+                path = data.cache_dir / f"neighbors-{data.key}-k{stage.hard_negative_k}.npy"
+                nearest = neighbors.load_or_compute(path, data.corpus, data.stores,
+                                                    stage.hard_negative_k)
+            if stage.text_unit == "phrase":
+                phrases = phrase_table(data, sentences, self.vocab)
         return PretrainDataset(data, stage, self.vocab, args.seed, sentences, MAX_SEQ_LENGTH,
                                nearest, phrases, fixed_epoch)
 
@@ -184,27 +179,24 @@ class PretrainTask(Task):
         return self._summary(stats)
 
     # ---- validation ----------------------------------------------------------------------
-    def evaluate(self, trainer, model, split: str) -> EvalResult:
+    def evaluate(self, ctx, model, split: str) -> EvalResult:
         dataset = self.valid_dataset() if split == self.args.valid else \
             self._dataset(split, min(self.stage.valid_images, self._topk() or 10 ** 9), 0)
 
         def step(m, batch):
             out, losses, present, positions, loss = self.forward(m, batch)
-            b = batch["input_ids"].shape[0]
             counts = hits_and_counts(out, batch, positions)
-            row = torch.cat([torch.ones(1, device=loss.device), loss[None], losses * present,
-                             present, torch.stack([v for pair in counts.values() for v in pair])])
-            return {"batch": row[None].expand(b, -1) / b}  # summed over items: the row once
+            return {"batches": torch.ones((), device=loss.device), "loss": loss,
+                    "losses": losses * present, "present": present,
+                    **{f"hits_{k}": h for k, (h, _) in counts.items()},
+                    **{f"count_{k}": n for k, (_, n) in counts.items()}}
 
-        totals = trainer.predict(model, dataset, step, desc=f"valid {split}")["batch"]
-        totals = totals.double().sum(0)
-        k = len(LOSS_NAMES)
-        stats = {"loss_" + n: totals[2 + i] for i, n in enumerate(LOSS_NAMES)}
-        stats.update({"batches_" + n: totals[2 + k + i] for i, n in enumerate(LOSS_NAMES)})
-        for i, name in enumerate(ACCURACIES):
-            stats[f"hits_{name}"] = totals[2 + 2 * k + 2 * i]
-            stats[f"count_{name}"] = totals[3 + 2 * k + 2 * i]
-        valid_loss = float(totals[1] / totals[0].clamp(min=1))  # mean over batches, as LXMERT
+        totals = ctx.sum_batches(model, dataset, step, desc=f"valid {split}")
+        stats = {f"loss_{n}": totals["losses"][i] for i, n in enumerate(LOSS_NAMES)}
+        stats.update({f"batches_{n}": totals["present"][i] for i, n in enumerate(LOSS_NAMES)})
+        stats.update({k: v for k, v in totals.items() if k.startswith(("hits_", "count_"))})
+        # the mean over batches, as LXMERT
+        valid_loss = float(totals["loss"] / totals["batches"].clamp(min=1))
         metrics = {"loss": valid_loss, **self._summary(stats)}
         log.info("valid %s: loss %.4f %s", split, valid_loss,
                  " ".join(f"{a} {b:.4f}" for a, b in metrics.items() if a != "loss"))

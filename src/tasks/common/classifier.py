@@ -1,0 +1,50 @@
+"""The generic task head: LXMERT-S pooled output(s) -> the authors' `logit_fc` -> class logits.
+
+VQA/GQA (one image, an answer table of classes), NLVR2 (two images, true/false) and any new
+classification task use it. With N images per example the encoder runs once on a batch of N*B
+(sentence, image) pairs ordered like the authors' NLVR2 `feats.view(2B, ...)`: (ex0 img0,
+ex0 img1, ex1 img0, ...), the sentence repeated to match; the N pooled vectors of an example
+are concatenated, [pooled(img0) ; pooled(img1) ; ...], before the head.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lxrt.config import LXRTConfig
+from lxrt.modeling import AnswerHead, LXRTEncoder, init_bert_weights
+
+
+class ClassifierModel(nn.Module):
+    """`lxrt_encoder` + `logit_fc` (N*H -> 2H -> GeLU -> LN -> classes), the authors' names
+    (state-dict keys `lxrt_encoder.model.bert.*`, `logit_fc.{0,2,3}.*`)."""
+
+    def __init__(self, config: LXRTConfig, num_classes: int, num_images: int = 1):
+        super().__init__()
+        self.num_images = num_images
+        self.lxrt_encoder = LXRTEncoder(config)
+        # the authors hard-code 768 for NLVR2 (docs/authors_code.md, "Layer layout"); the
+        # hidden size is what they meant
+        hid = self.lxrt_encoder.dim
+        self.logit_fc = AnswerHead(hid * num_images, hid * 2, num_classes, config.layer_norm_eps)
+        self.logit_fc.apply(lambda m: init_bert_weights(m, config.initializer_range))
+
+    def pooled(self, input_ids, token_position, input_mask, feats, boxes) -> torch.Tensor:
+        """[B, L] text, feats [B, O, D] (one image) or [B, N, O, D] -> [B, N*H]."""
+        n = self.num_images
+        if n == 1:
+            return self.lxrt_encoder(input_ids, token_position, input_mask, feats, boxes)
+        if feats.dim() != 4 or feats.shape[1] != n:
+            raise ValueError(f"feats must be [B, {n}, O, D] for {n} images per example, got "
+                             f"{list(feats.shape)}")
+        b, _, o, d = feats.shape
+        # (ex0, ex0, ex1, ex1, ...): the authors' `sum(zip(sent, sent), ())`
+        ids, pos, mask = (t.repeat_interleave(n, dim=0)
+                          for t in (input_ids, token_position, input_mask))
+        pooled = self.lxrt_encoder(ids, pos, mask, feats.reshape(n * b, o, d),
+                                   boxes.reshape(n * b, o, boxes.shape[-1]))
+        return pooled.reshape(b, n * pooled.shape[-1])
+
+    def forward(self, input_ids, token_position, input_mask, feats, boxes) -> torch.Tensor:
+        """-> logits [B, classes]."""
+        return self.logit_fc(self.pooled(input_ids, token_position, input_mask, feats, boxes))
