@@ -12,8 +12,4 @@ if [[ " ${*:3} " != *" --test "* && " ${*:3} " != *" --test="* ]]; then
 fi
 output="snap/gqa/$2"
 mkdir -p "$output"
-launch "$1" tasks.gqa.main \
-    --train "" --valid "" \
-    --llayers 0 --xlayers 5 --rlayers 0 \
-    --batchSize 32 --evalBatchSize 256 \
-    --tqdm --output "$output" "${@:3}"
+launch "$1" tasks.gqa.main --recipe gqa_test --tqdm --output "$output" "${@:3}"

@@ -14,8 +14,5 @@ if [[ " ${*:3} " != *" --load "* && " ${*:3} " != *" --load="* ]]; then
 fi
 output="snap/retrieval/$2"
 mkdir -p "$output"
-launch "$1" tasks.retrieval.main \
-    --train "" --valid "" --test test \
-    --llayers 0 --xlayers 5 --rlayers 0 \
-    --direction image --scoreFunction prob \
-    --tqdm --output "$output" "${@:3}"
+launch "$1" tasks.retrieval.main --recipe image_retrieval_test --tqdm --output "$output" \
+    "${@:3}"

@@ -8,5 +8,4 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 usage_check $# "bash run/lxmert_pretrain.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
 bash "$REPO_ROOT/run/pretrain.bash" "$1" "$2" \
-    --stage "$REPO_ROOT/run/configs/lxmert_pretrain.json" --fromScratch \
-    --batchSize 256 --lr 1e-4 --epochs 20 "${@:3}"
+    --stage "$REPO_ROOT/run/configs/lxmert_pretrain.json" --fromScratch "${@:3}"

@@ -13,8 +13,4 @@ if [[ " ${*:3} " != *" --test "* && " ${*:3} " != *" --test="* ]]; then
 fi
 output="snap/nlvr2/$2"
 mkdir -p "$output"
-launch "$1" tasks.nlvr2.main \
-    --train "" --valid "" \
-    --llayers 0 --xlayers 5 --rlayers 0 \
-    --batchSize 32 --evalBatchSize 256 \
-    --tqdm --output "$output" "${@:3}"
+launch "$1" tasks.nlvr2.main --recipe nlvr2_test --tqdm --output "$output" "${@:3}"

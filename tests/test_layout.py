@@ -4,6 +4,7 @@
 names a task, and the model library knows nothing of the tasks."""
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,20 @@ def test_every_entry_is_complete(entry):
     for name, recipe in entry.recipes.items():
         unknown = set(recipe) - dests
         assert not unknown, f"{entry.name} recipe {name} sets unknown settings {unknown}"
+
+
+def test_every_launcher_recipe_is_declared():
+    """The launchers pass `--recipe NAME` (or set `recipe=NAME`), and each NAME is a recipe of
+    the registry; none repeats a default layer count."""
+    recipes = {name for e in ENTRIES for name in e.recipes}
+    named = set()
+    for path in sorted((SRC.parent / "run").glob("*.bash")):
+        text = path.read_text()
+        named.update(re.findall(r"--recipe ([a-z_0-9]+)", text))
+        named.update(re.findall(r"\brecipe=([a-z_0-9]+)", text))
+        if path.name != "easyvqa_pretrain.bash":
+            assert "--xlayers 5" not in text, path.name
+    assert len(named) >= 10 and named <= recipes, named - recipes
 
 
 def test_no_task_imports_another_tasks_module_or_private_names():

@@ -479,16 +479,14 @@ def test_easyvqa_corpus_uses_train_images_only(tmp_path):
 
 def test_tasks_flag_overrides_the_stage_and_bad_stages_stop_main(tmp_path):
     from tasks.pretrain.main import build_parser, resolve_stage
-    args = build_parser().parse_args(["--tasks", "mlm,itm"])
-    stage = resolve_stage(args)
+    settings, stage = resolve_stage(build_parser(), ["--tasks", "mlm,itm"])
+    args = settings.args
     assert stage.tasks == ["mlm", "itm"] and args.batch_size == 256 and args.lr == 1e-4
     assert args.epochs == 20 and args.warmup == 0.05 and args.clip_norm == 1.0
-    args = build_parser().parse_args(["--tasks", "mlm,nsp"])
     with pytest.raises(SystemExit, match="--tasks.*nsp"):
-        resolve_stage(args)
-    args = build_parser().parse_args(["--stage", str(tmp_path / "missing.json")])
+        resolve_stage(build_parser(), ["--tasks", "mlm,nsp"])
     with pytest.raises(SystemExit, match="missing.json"):
-        resolve_stage(args)
+        resolve_stage(build_parser(), ["--stage", str(tmp_path / "missing.json")])
 
 
 def test_visual_losses_flag_keeps_only_the_named_region_losses():
@@ -499,13 +497,13 @@ def test_visual_losses_flag_keeps_only_the_named_region_losses():
     from pathlib import Path
     from tasks.pretrain.main import build_parser, resolve_stage
     token = str(Path(__file__).resolve().parents[1] / "run" / "configs" / "msp" / "token.json")
-    stage = resolve_stage(build_parser().parse_args(["--stage", token]))
+    _, stage = resolve_stage(build_parser(), ["--stage", token])
     assert stage.weights()[3:6] == [1.0, 1.0, 1.0]  # obj, attr, feat
-    stage = resolve_stage(build_parser().parse_args(["--stage", token, "--visualLosses", "feat"]))
+    _, stage = resolve_stage(build_parser(), ["--stage", token, "--visualLosses", "feat"])
     assert stage.weights() == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     for bad in ("feat,box", ","):
         with pytest.raises(SystemExit, match="--visualLosses"):
-            resolve_stage(build_parser().parse_args(["--stage", token, "--visualLosses", bad]))
+            resolve_stage(build_parser(), ["--stage", token, "--visualLosses", bad])
     launcher = (Path(__file__).resolve().parents[1] / "run" / "easyvqa_pretrain.bash").read_text()
     recipes = [line for line in launcher.splitlines() if line.strip().startswith("pretrain=(")]
     assert len(recipes) == 2 and all("--visualLosses feat" in line for line in recipes)
@@ -515,10 +513,10 @@ def test_validation_replaces_regions_with_training_features(setup):
     from tasks.pretrain.main import build_parser, resolve_stage
     from tasks.pretrain.task import PretrainTask
     root = setup[0]
-    args = build_parser().parse_args(["--dataRoot", str(root), "--modelConfig",
-                                      str(root / "bert_config.json"), "--train", "mscoco_train",
-                                      "--valid", "mscoco_minival"])
-    task = PretrainTask(args, resolve_stage(args))
+    settings, stage = resolve_stage(build_parser(), [
+        "--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"), "--train",
+        "mscoco_train", "--valid", "mscoco_minival"])
+    task = PretrainTask(settings.args, stage)
     train = task.train_dataset()
     valid = task.valid_dataset()
     assert valid.feature_pool is train and valid.fixed_epoch == 0
@@ -534,10 +532,11 @@ def test_a_batch_without_mlm_or_qa_labels_gives_finite_loss_and_gradients(setup)
     from tasks.pretrain.main import build_parser, resolve_stage
     from tasks.pretrain.task import PretrainTask
     root = setup[0]
-    args = build_parser().parse_args(["--dataRoot", str(root), "--modelConfig",
-                                      str(root / "bert_config.json"), "--train", "mscoco_train",
-                                      "--tasks", "mlm,obj,qa"])
-    task = PretrainTask(args, resolve_stage(args))
+    settings, stage = resolve_stage(build_parser(), [
+        "--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"), "--train",
+        "mscoco_train", "--tasks", "mlm,obj,qa"])
+    args = settings.args
+    task = PretrainTask(args, stage)
     ds = dataset(setup, tasks=["obj"])  # no MLM labels, no answers
     batch = torch.utils.data.default_collate([ds[i] for i in range(6)])
     assert (batch["masked_lm_labels"] == -1).all() and (batch["ans"] == -1).all()
@@ -557,9 +556,10 @@ def test_mlm_scored_at_the_labelled_positions_only_gives_the_same_losses(setup):
     from tasks.pretrain.main import build_parser, resolve_stage
     from tasks.pretrain.task import build_labels
     root = setup[0]
-    args = build_parser().parse_args(["--dataRoot", str(root), "--modelConfig",
-                                      str(root / "bert_config.json"), "--tasks", "mlm,obj,itm"])
-    stage = resolve_stage(args)
+    settings, stage = resolve_stage(build_parser(), [
+        "--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"), "--tasks",
+        "mlm,obj,itm"])
+    args = settings.args
     from tasks.pretrain.task import PretrainTask
     task = PretrainTask(args, stage)
     ds = dataset(setup, tasks=["mlm", "obj", "itm"])

@@ -47,6 +47,7 @@ from tasks.common.runtime import (compile_module, default_num_workers, git_commi
                                   library_versions, mark_step_if_graphed, progress,
                                   resolve_device, seed_everything, setup_logging)
 from tasks.common.sampler import EpochSampler, training_sampler
+from tasks.common.settings import Settings
 from tasks.common.task_dataset import TaskDataset
 
 log = logging.getLogger(__name__)
@@ -474,10 +475,13 @@ class Trainer:
 
     # ---- run info -----------------------------------------------------------------------
 
-    def write_run_info(self, argv) -> None:
+    def write_run_info(self, argv, sources: Optional[dict] = None) -> None:
+        """run_info.json: the command, every setting's value (`args`) and where it came from
+        (`sources`: default, a recipe, the command line), versions, device, task info."""
         if not self.is_main:
             return
-        info = {"argv": list(argv), "args": vars(self.args), "git_commit": git_commit(),
+        info = {"argv": list(argv), "args": vars(self.args), "sources": sources or {},
+                "git_commit": git_commit(),
                 "versions": library_versions(), "device": str(self.device),
                 "world_size": self.dist.world_size, "host": platform.node(),
                 "cuda": gpu_name(self.device), "task_info": self.task.run_info()}
@@ -490,12 +494,19 @@ class Trainer:
             self.lock.release()
 
 
-def run_task(args, task: Task, argv) -> dict:
+def run_task(args, task: Task, argv, settings: Optional[Settings] = None) -> dict:
     """What every task's `main(argv)` does: train (then validate each epoch), or with --test
-    predict one split, report its metrics and write its result file. Returns a summary."""
+    predict one split, report its metrics and write its result file. Returns a summary.
+    `settings`: where each value of `args` came from (`tasks.common.settings`)."""
+    if not args.test and not args.train:
+        raise SystemExit("nothing to do: give --train SPLITS to train (validating on --valid) "
+                         "or --test SPLIT to predict a split")
+    settings = settings or Settings.given(args)
     trainer = Trainer(args, task)
     try:
-        trainer.write_run_info(argv if argv is not None else sys.argv[1:])
+        for line in settings.overrides:
+            log.info(line)
+        trainer.write_run_info(argv if argv is not None else sys.argv[1:], settings.sources)
         model = trainer.prepare_model()
         summary: dict = {"output": str(trainer.output)}
         if args.test:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import sys
 
-from tasks.common.args import add_flag, base_parser, validate_args
+from tasks.common.args import add_flag, base_parser
+from tasks.common.settings import parse_settings
 from tasks.qa.task import GQA_SPEC, QATask
 from tasks.common.trainer import run_task
 
@@ -30,8 +31,8 @@ def build_parser():
 
 
 def main(argv=None) -> dict:
-    args = validate_args(build_parser().parse_args(argv))
-    return run_task(args, QATask(args, GQA_SPEC), argv)
+    settings = parse_settings(build_parser(), argv, __package__)
+    return run_task(settings.args, QATask(settings.args, GQA_SPEC), argv, settings)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import sys
 
-from tasks.common.args import base_parser, validate_args
+from tasks.common.args import base_parser
+from tasks.common.settings import parse_settings
 from tasks.common.trainer import run_task
 from tasks.nlvr2.task import NLVR2Task
 
@@ -27,8 +28,8 @@ def build_parser():
 
 
 def main(argv=None) -> dict:
-    args = validate_args(build_parser().parse_args(argv))
-    return run_task(args, NLVR2Task(args), argv)
+    settings = parse_settings(build_parser(), argv, __package__)
+    return run_task(settings.args, NLVR2Task(settings.args), argv, settings)
 
 
 if __name__ == "__main__":

@@ -155,3 +155,8 @@ def load_stage_config(path) -> StageConfig:
     values = {k: v for k, v in raw.items() if not k.startswith("_")}
     values.setdefault("name", path.stem)
     return StageConfig(**values).validate(str(path))
+
+
+def stage_file_fields(path) -> set:
+    """The fields a stage file sets itself (the others keep StageConfig's defaults)."""
+    return {key for key in read_json(Path(path)) if not key.startswith("_")}

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from tasks.common.args import base_parser, validate_args
+from tasks.common.args import base_parser
+from tasks.common.settings import parse_settings
 from tasks.qa.task import EASYVQA_SPEC, VQA_SPEC, QATask
 from tasks.common.trainer import run_task
 
@@ -21,9 +22,10 @@ def build_parser():
 
 
 def main(argv=None) -> dict:
-    args = validate_args(build_parser().parse_args(argv))
+    settings = parse_settings(build_parser(), argv, __package__)
+    args = settings.args
     spec = EASYVQA_SPEC if args.task == "easyvqa" else VQA_SPEC
-    return run_task(args, QATask(args, spec), argv)
+    return run_task(args, QATask(args, spec), argv, settings)
 
 
 if __name__ == "__main__":
