@@ -192,3 +192,33 @@ def test_cli_and_small_model(tmp_path, capsys):
 def test_cli_rejects_bad_args(tmp_path):
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--images", "2"])
+
+
+def test_a_registered_task_generates_its_files_on_the_written_images(tmp_path):
+    """A task's registry entry may give `generate`: make_data calls it with the images it
+    wrote (ids and latent attributes per feature file), so a new task's data come from its
+    own folder."""
+    import dataclasses
+
+    from tasks.common import registry
+    seen = {}
+
+    def generate(images, root, summary):
+        seen.update(images.files)
+        img_id, attrs = images.files["flickr30k/flickr30k_test2014.tsv"][0]
+        (root / "made_by_a_task.txt").write_text(f"{img_id} {' '.join(images.words(attrs))}")
+        summary["made_by_a_task.txt"] = 1
+
+    entry = dataclasses.replace(registry.get("nlvr2"), name="generating", generate=generate)
+    registry.register(entry)
+    try:
+        summary = make_data(tmp_path, images=8, dim=8)
+    finally:
+        registry.unregister("generating")
+    assert summary["made_by_a_task.txt"] == 1
+    assert {"mscoco_imgfeat/train2014_obj36.tsv", "vg_gqa_imgfeat/vg_gqa_obj36.tsv",
+            "flickr30k/flickr30k_train2014.tsv"} <= set(seen)
+    ids = [row.img_id for row in _tsv_rows(tmp_path / "flickr30k" / "flickr30k_test2014.tsv")]
+    written = (tmp_path / "made_by_a_task.txt").read_text().split()
+    assert written[0] == ids[0] and written[1] in COLORS and written[2] in OBJECTS
+    assert [i for i, _ in seen["flickr30k/flickr30k_test2014.tsv"]] == ids
