@@ -418,3 +418,29 @@ def test_hard_negatives(tmp_path, root):
     p.write_bytes(b"not a pickle")
     with pytest.raises(DataFormatError, match="not a readable pickle"):
         load_hard_negatives(p)
+
+
+def test_json_lines_errors_name_the_file_line_and_key(tmp_path):
+    from tasks.common.readers import read_json_lines
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 1, "b": "x"}\n\n{"a": 2, "b": "y"}\n')
+    assert read_json_lines(path, "examples", ("a", "b")) == [{"a": 1, "b": "x"},
+                                                              {"a": 2, "b": "y"}]
+    for text, message in (('{"a": 1}\n', "line 1: missing key 'b'"),
+                          ('{"a": 1, "b": 2}\n{oops\n', "line 2: not JSON"),
+                          ('{"a": 1, "b": 2}\n[1]\n', "line 2: expected an object")):
+        path.write_text(text)
+        with pytest.raises(DataFormatError, match=f"x.jsonl: {message}"):
+            read_json_lines(path, "examples", ("a", "b"))
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        read_json_lines(tmp_path / "missing.jsonl", "examples", ())
+
+
+def test_class_accuracies_against_hand_computed_values():
+    from tasks.common.task import class_accuracies
+    # labels: a a b b b c -1 ; predictions: a b b b a c c
+    got = class_accuracies([0, 1, 1, 1, 0, 2, 2], [0, 0, 1, 1, 1, 2, -1], ("a", "b", "c"))
+    assert got == {"examples": 7, "labelled": 6, "accuracy": pytest.approx(100 * 4 / 6),
+                   "accuracy_a": 50.0, "accuracy_b": pytest.approx(200 / 3),
+                   "accuracy_c": 100.0}
+    assert class_accuracies([1, 0], [-1, -1], ("a", "b")) == {"examples": 2, "labelled": 0}

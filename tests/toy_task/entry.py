@@ -1,12 +1,8 @@
 """The toy task's registry entry: its questions under DATA/toy/, the generated VQA features."""
+from tasks.common.classifier import classifier_from_run_info
 from tasks.common.registry import DataFile, TaskEntry
 
 CLASSES = ("no", "yes")
-
-
-def build_model(config, task_info):
-    from tasks.common.classifier import ClassifierModel
-    return ClassifierModel(config, len(task_info["class_names"]))
 
 
 TOY = TaskEntry(
@@ -17,7 +13,7 @@ TOY = TaskEntry(
                                 lambda split: f"{'train' if split == 'train' else 'val'}"
                                               f"2014_obj36.tsv", ("mscoco_imgfeat",),
                                 "python -m tools.make_data", lxmert_layout=False)},
-    tiny_images=4, build_model=build_model, predict="classify",
+    tiny_images=4, build_model=classifier_from_run_info, predict="classify",
     recipes={"toy_finetune": {"train": "train", "valid": "valid", "lr": 1e-3}},
 )
 

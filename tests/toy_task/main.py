@@ -1,7 +1,6 @@
 """The toy task's entry point, as any task's: settings, then the shared run."""
 from tasks.common.args import base_parser
-from tasks.common.settings import parse_settings
-from tasks.common.trainer import run_task
+from tasks.common.trainer import run_main
 from toy_task.task import ToyTask
 
 
@@ -10,5 +9,4 @@ def build_parser():
 
 
 def main(argv=None):
-    settings = parse_settings(build_parser(), argv, __package__)
-    return run_task(settings.args, ToyTask(settings.args), argv, settings)
+    return run_main(build_parser(), ToyTask, argv, __package__)

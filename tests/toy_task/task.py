@@ -1,51 +1,23 @@
-"""The toy task on the shared skeleton: only its reader, loss, metric and result file."""
-import json
-
-import numpy as np
-import torch.nn.functional as F
-
-from tasks.common.classifier import ClassifierModel
+"""The toy task on the shared skeleton: only its reader and its result file."""
 from tasks.common.readers import read_records
-from tasks.common.task import EvalResult, TaskBase
+from tasks.common.task import ClassifierTask
 from tasks.common.task_dataset import ImageTextDataset
 from toy_task.entry import CLASSES
 
 
-class ToyDataset(ImageTextDataset):
-    def target(self, index):
-        return self.data[index]["label"]
-
-
-class ToyTask(TaskBase):
+class ToyTask(ClassifierTask):
     name = "toy"
-
-    def build_model(self):
-        return ClassifierModel(self.config, len(CLASSES))
-
-    def task_info(self):
-        return {"class_names": list(CLASSES)}
+    class_names = CLASSES
 
     def load_dataset(self, splits, tiny, fast, require_label):
         def build(data, stores, name, subset, num_boxes):
-            return ToyDataset(data, stores, self.tokenizer, name, subset, num_boxes)
+            return ImageTextDataset(data, stores, self.tokenizer, name, subset, num_boxes,
+                                    classes=(0, 1))
         return self.load_splits(splits, lambda path: read_records(path, "questions",
                                                                   ("img_id", "sent", "label")),
                                 build, tiny, fast)
 
-    def compute_loss(self, model, batch):
-        logits = self.logits(model, batch)
-        loss = F.cross_entropy(logits.float(), batch["target"])
-        return loss, {"hits": (logits.argmax(1) == batch["target"]).sum()}
-
-    def evaluate(self, ctx, model, split):
-        dataset, labels = self.predict_labels(ctx, model, split)
-        gold = np.array([d["label"] for d in dataset.data])
-        accuracy = float((labels == gold).mean())
-        return EvalResult(accuracy, {"split": split, "accuracy": accuracy * 100}, labels)
-
     def write_results(self, ctx, result, split):
-        data = self.dataset(split).data
-        lines = [json.dumps({"question_id": d["question_id"], "prediction": CLASSES[int(p)]})
-                 for d, p in zip(data, result.predictions)]
-        return self.write_result_file(ctx, f"{split}_predict.jsonl", "\n".join(lines) + "\n",
-                                      len(lines))
+        return self.write_json_lines(ctx, f"{split}_predict.jsonl", [
+            {"question_id": d["question_id"], "prediction": CLASSES[int(p)]}
+            for d, p in zip(self.dataset(split).data, result.predictions)])

@@ -48,3 +48,10 @@ class ClassifierModel(nn.Module):
     def forward(self, input_ids, token_position, input_mask, feats, boxes) -> torch.Tensor:
         """-> logits [B, classes]."""
         return self.logit_fc(self.pooled(input_ids, token_position, input_mask, feats, boxes))
+
+
+def classifier_from_run_info(config: LXRTConfig, task_info: dict) -> ClassifierModel:
+    """The model of a `ClassifierTask` run from its run_info.json's task_info (class names,
+    images per example), for tools.predictor."""
+    return ClassifierModel(config, len(task_info["class_names"]),
+                           int(task_info.get("num_images", 1)))

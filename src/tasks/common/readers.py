@@ -4,6 +4,7 @@ split is built. Every error names the file, the item and the key.
 """
 from __future__ import annotations
 
+import json
 import logging
 import numbers
 from pathlib import Path
@@ -80,6 +81,32 @@ def read_records(path: str | Path, what: str, required: Sequence[str]) -> list[d
         for key in required:
             if key not in datum:
                 raise DataFormatError(f"{path}: item {i}: missing key {key!r}")
+    return data
+
+
+
+def read_json_lines(path: str | Path, what: str, required: Sequence[str]) -> list[dict]:
+    """A JSON-lines file of objects that each have the `required` keys (blank lines are
+    skipped); errors name the file, the line and the key."""
+    path, data = Path(path), []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"data file not found: {path}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise DataFormatError(f"{path}: line {n}: not JSON ({err})") from None
+        if not isinstance(record, dict):
+            raise DataFormatError(f"{path}: line {n}: expected an object (one of the {what}), "
+                                  f"got {type(record).__name__}")
+        missing = [key for key in required if key not in record]
+        if missing:
+            raise DataFormatError(f"{path}: line {n}: missing key {missing[0]!r}")
+        data.append(record)
     return data
 
 

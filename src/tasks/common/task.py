@@ -8,25 +8,32 @@ split; `train_dataset` (the validation split is loaded and checked before traini
 flags in the authors' order; run info; the logits and argmax of a batch; and the rank-0 write
 of a checked result file. A subclass sets `name` (its registry entry) and gives
 `load_dataset`, `build_model`, `compute_loss`, `evaluate` and `write_results`.
+
+`ClassifierTask` adds what a task whose examples each have one of `class_names` needs: the
+generic classifier head, cross-entropy, and accuracy overall and per class.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
+import torch.nn.functional as F
 from torch import nn
 
 from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.args import subset_flags, warn_if_loaded_whole
 from tasks.common.checkpoints import atomic_write_text
+from tasks.common.classifier import ClassifierModel
 from tasks.common.evaluation import EvalContext
 from tasks.common.model_setup import (MAX_SEQ_LENGTH, build_config, load_task_weights,
                                       model_run_info)
 from tasks.common.paths import DataRoot
 from tasks.common.readers import load_splits
-from tasks.common.task_dataset import TaskDataset
+from tasks.common.task_dataset import UNLABELLED, TaskDataset
 
 log = logging.getLogger(__name__)
 
@@ -195,3 +202,49 @@ class TaskBase(Task):
             atomic_write_text(path, text)
             log.info("wrote %s: %d predictions, %d bytes", path, count, path.stat().st_size)
         return path
+
+    def write_json_lines(self, ctx: EvalContext, name: str, records: list) -> Path:
+        """A result file of one JSON object per line (`write_result_file`)."""
+        text = "".join(json.dumps(record) + "\n" for record in records)
+        return self.write_result_file(ctx, name, text, len(records))
+
+
+def class_accuracies(predictions, labels, class_names) -> dict:
+    """`examples`, `labelled`, and in percent the `accuracy` over the labelled examples
+    (label != UNLABELLED) and `accuracy_<class>` over each class's examples (its recall)."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    labelled = labels != UNLABELLED
+    out = {"examples": int(len(labels)), "labelled": int(labelled.sum())}
+    if labelled.any():
+        out["accuracy"] = 100 * float((predictions[labelled] == labels[labelled]).mean())
+    for k, name in enumerate(class_names):
+        if (labels == k).any():
+            out[f"accuracy_{name}"] = 100 * float((predictions[labels == k] == k).mean())
+    return out
+
+
+class ClassifierTask(TaskBase):
+    """A task whose examples each have one of `class_names` (datasets with `labels`, as
+    `ImageTextDataset(classes=...)`): `ClassifierModel` over `num_images` images per example,
+    cross-entropy (unlabelled examples ignored), accuracy overall and per class; the
+    validation score is the accuracy."""
+    class_names: tuple = ()
+    num_images = 1
+
+    def build_model(self):
+        return ClassifierModel(self.config, len(self.class_names), self.num_images)
+
+    def task_info(self) -> dict:
+        return {"class_names": list(self.class_names), "num_images": self.num_images}
+
+    def compute_loss(self, model, batch):
+        logits = self.logits(model, batch)
+        target = batch["target"]
+        loss = F.cross_entropy(logits.float(), target, ignore_index=UNLABELLED)
+        return loss, {"hits": (logits.argmax(1) == target).sum()}
+
+    def evaluate(self, ctx: EvalContext, model, split: str) -> EvalResult:
+        dataset, predictions = self.predict_labels(ctx, model, split)
+        metrics = class_accuracies(predictions, dataset.labels, self.class_names)
+        score = metrics["accuracy"] / 100 if "accuracy" in metrics else float("nan")
+        return EvalResult(score, {"split": split, **metrics}, predictions)

@@ -36,11 +36,15 @@ class TaskDataset(Dataset):
         """Per-worker setup of the training loader (default: none)."""
 
 
+UNLABELLED = -1  # the class of an unlabelled example: ignored by the loss and the metrics
+
+
 class ImageTextDataset(TaskDataset):
     """Examples of one sentence (`text_key`) about the images named by `image_keys`. Examples
     whose images have no features are an error, or dropped when `subset` (--tiny/--fast read
-    part of the feature files); `id_key` names an example in that error. A subclass gives
-    `target(index)`.
+    part of the feature files); `id_key` names an example in that error. With `classes`, the
+    example's `label_key` value is its class (`labels`, UNLABELLED when it has none) and its
+    training target; otherwise a subclass gives `target(index)`.
 
     Items: dict `index` int64, `input_ids`/`token_position`/`input_mask` [L] int64, `feats`
     [O, D] float32 ([N, O, D] for N images), `boxes` [O, 4] ([N, O, 4]), `target`."""
@@ -48,21 +52,26 @@ class ImageTextDataset(TaskDataset):
     def __init__(self, data: list[dict], feature_stores, tokenizer, split_name: str = "",
                  subset: bool = False, num_boxes: Optional[int] = 36,
                  image_keys: Sequence[str] = ("img_id",), text_key: str = "sent",
-                 id_key: str = "question_id", what: str = "examples"):
+                 id_key: str = "question_id", what: str = "examples",
+                 label_key: str = "label", classes: Optional[Sequence] = None):
         self.split_name = split_name
         self.image_keys = tuple(image_keys)
         self.images = ImageLookup(feature_stores, num_boxes)
         self.data = filter_by_features(list(data), self.images.__contains__, self.image_keys,
                                        split_name, subset, id_key)
         self.tokens = tokenize_texts(tokenizer, [d[text_key] for d in self.data])
+        if classes is not None:
+            self.labels = np.array([list(classes).index(d[label_key])
+                                    if d.get(label_key) is not None else UNLABELLED
+                                    for d in self.data], dtype=np.int64)
         log.info("split %s: %d %s", split_name, len(self.data), what)
 
     def __len__(self) -> int:
         return len(self.data)
 
     def target(self, index: int):
-        """The training target of example `index` (an array or a number)."""
-        raise NotImplementedError
+        """The training target of example `index` (an array or a number): its class."""
+        return self.labels[index]
 
     def __getitem__(self, index: int) -> dict:
         datum = self.data[index]

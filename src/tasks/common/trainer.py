@@ -47,7 +47,7 @@ from tasks.common.runtime import (compile_module, default_num_workers, git_commi
                                   library_versions, mark_step_if_graphed, progress,
                                   resolve_device, seed_everything, setup_logging)
 from tasks.common.sampler import EpochSampler, training_sampler
-from tasks.common.settings import Settings
+from tasks.common.settings import Settings, parse_settings
 from tasks.common.task_dataset import TaskDataset
 
 log = logging.getLogger(__name__)
@@ -528,3 +528,10 @@ def run_task(args, task: Task, argv, settings: Optional[Settings] = None) -> dic
         return summary
     finally:
         trainer.close()
+
+
+def run_main(parser, make_task, argv, folder: str) -> dict:
+    """A task's whole `main(argv)`: its settings (defaults, a recipe of the tasks whose entry
+    point is `folder`.main, the command line), then `run_task` on `make_task(args)`."""
+    settings = parse_settings(parser, argv, folder)
+    return run_task(settings.args, make_task(settings.args), argv, settings)

@@ -16,9 +16,8 @@ from __future__ import annotations
 import sys
 
 from tasks.common.args import add_flag, base_parser
-from tasks.common.settings import parse_settings
 from tasks.qa.task import GQA_SPEC, QATask
-from tasks.common.trainer import run_task
+from tasks.common.trainer import run_main
 
 
 def build_parser():
@@ -31,8 +30,7 @@ def build_parser():
 
 
 def main(argv=None) -> dict:
-    settings = parse_settings(build_parser(), argv, __package__)
-    return run_task(settings.args, QATask(settings.args, GQA_SPEC), argv, settings)
+    return run_main(build_parser(), lambda args: QATask(args, GQA_SPEC), argv, __package__)
 
 
 if __name__ == "__main__":

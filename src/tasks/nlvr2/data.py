@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from tasks.common.readers import DataFormatError, is_integer, load_splits, read_records
-from tasks.common.task_dataset import ImageTextDataset
+from tasks.common.task_dataset import UNLABELLED, ImageTextDataset
 
-IGNORE_LABEL = -1
+IGNORE_LABEL = UNLABELLED  # -1: CrossEntropyLoss(ignore_index=-1), as the authors
 
 
 def load_nlvr2_split(path: str | Path, require_label: bool = False) -> list[dict]:
@@ -52,14 +50,9 @@ class NLVR2Dataset(ImageTextDataset):
     def __init__(self, data: list[dict], feature_stores, tokenizer, split_name: str = "",
                  subset: bool = False, num_boxes: int | None = 36):
         super().__init__(data, feature_stores, tokenizer, split_name, subset, num_boxes,
-                         image_keys=("img0", "img1"), id_key="identifier")
+                         image_keys=("img0", "img1"), id_key="identifier", classes=(0, 1))
         self.identifiers = [d["identifier"] for d in self.data]
         self.uids = [d["uid"] for d in self.data]
-        self.labels = np.asarray([d.get("label", IGNORE_LABEL) for d in self.data],
-                                 dtype=np.int64)
-
-    def target(self, index: int):
-        return self.labels[index]
 
 
 def load_nlvr2_dataset(data_root, splits, tokenizer, tiny: bool = False, fast: bool = False,

@@ -18,8 +18,7 @@ from __future__ import annotations
 import sys
 
 from tasks.common.args import base_parser
-from tasks.common.settings import parse_settings
-from tasks.common.trainer import run_task
+from tasks.common.trainer import run_main
 from tasks.nlvr2.task import NLVR2Task
 
 
@@ -28,8 +27,7 @@ def build_parser():
 
 
 def main(argv=None) -> dict:
-    settings = parse_settings(build_parser(), argv, __package__)
-    return run_task(settings.args, NLVR2Task(settings.args), argv, settings)
+    return run_main(build_parser(), NLVR2Task, argv, __package__)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-import torch.nn.functional as F
 
 from tasks.common.paths import DataFileNotFoundError
 from tasks.common.readers import split_list
-from tasks.common.task import EvalResult, TaskBase
+from tasks.common.task import ClassifierTask, EvalResult
 from tasks.nlvr2.data import IGNORE_LABEL, load_nlvr2_dataset
 from tasks.nlvr2.model import NLVR2Model
 
@@ -91,8 +90,10 @@ def check_predictions_csv(text: str, identifiers: Sequence[str]) -> None:
 
 # ---- the task ---------------------------------------------------------------------------------
 
-class NLVR2Task(TaskBase):
+class NLVR2Task(ClassifierTask):
     name = "nlvr2"
+    class_names = ("False", "True")  # the result file's words; class 1: the statement holds
+    num_images = 2
 
     def __init__(self, args):
         if args.load_lxmert_qa:
@@ -134,14 +135,7 @@ class NLVR2Task(TaskBase):
             cache_dir=self.args.feature_cache, fp16=self.args.fp16_features,
             require_label=require_label, feat_dim=self.config.visual_feat_dim)
 
-    # ---- loss, metrics and result files -----------------------------------------------------
-
-    def compute_loss(self, model, batch):
-        logits = self.logits(model, batch)
-        target = batch["target"]
-        loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_LABEL)
-        hits = (logits.argmax(1) == target).sum()
-        return loss, {"hits": hits}
+    # ---- metrics and result files (the loss is ClassifierTask's) -----------------------------
 
     def evaluate(self, ctx, model, split: str) -> EvalResult:
         dataset, predictions = self.predict_labels(ctx, model, split)

@@ -9,9 +9,8 @@ from __future__ import annotations
 import sys
 
 from tasks.common.args import base_parser
-from tasks.common.settings import parse_settings
 from tasks.qa.task import EASYVQA_SPEC, VQA_SPEC, QATask
-from tasks.common.trainer import run_task
+from tasks.common.trainer import run_main
 
 
 def build_parser():
@@ -21,11 +20,12 @@ def build_parser():
     return parser
 
 
+def make_task(args) -> QATask:
+    return QATask(args, EASYVQA_SPEC if args.task == "easyvqa" else VQA_SPEC)
+
+
 def main(argv=None) -> dict:
-    settings = parse_settings(build_parser(), argv, __package__)
-    args = settings.args
-    spec = EASYVQA_SPEC if args.task == "easyvqa" else VQA_SPEC
-    return run_task(args, QATask(args, spec), argv, settings)
+    return run_main(build_parser(), make_task, argv, __package__)
 
 
 if __name__ == "__main__":
