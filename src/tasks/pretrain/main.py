@@ -7,9 +7,10 @@
 
 The stage file is the recipe: the epochs, lr, batch size, warmup and corpora it sets come
 between the defaults (LXMERT's recipe, `StageConfig`) and the command line, which wins (the
-log says when; run_info.json records each value's source). Outputs in --output: EpochNN_LXRT.pth, LAST_LXRT.pth, BEST_EVAL_LOSS_LXRT.pth (the
-authors' layout: `--loadLXMERT OUTPUT/BEST_EVAL_LOSS` in any fine-tuning launcher),
-metrics.jsonl with each task's loss and accuracy per epoch, resume.pth for --resume.
+log says when; run_info.json records each value's source). Outputs in --output:
+EpochNN_LXRT.pth, LAST_LXRT.pth, BEST_EVAL_LOSS_LXRT.pth (the authors' layout:
+`--loadLXMERT OUTPUT/BEST_EVAL_LOSS` in any fine-tuning launcher), metrics.jsonl with each
+task's loss and accuracy per epoch, resume.pth for --resume.
 """
 from __future__ import annotations
 
