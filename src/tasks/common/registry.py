@@ -20,6 +20,7 @@ TASK_FOLDERS = (
     "tasks.nlvr2.entry",
     "tasks.retrieval.entry",
     "tasks.pretrain.entry",
+    "tasks.snli_ve.entry",
 )
 
 # where LXMERT's data files are downloaded from (most tasks' `DataFile.source` starts with it)
