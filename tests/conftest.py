@@ -20,6 +20,12 @@ except ImportError:  # pragma: no cover
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: end-to-end runs, subprocesses and other tests over a second or two; "
+                   "`pytest -m \"not slow\"` is the fast tier (under a minute)")
+
+
 @pytest.fixture(scope="session")
 def generated_root_factory(tmp_path_factory):
     """Generated data roots (tools.make_data, small model), one per (images, dim, seed), shared

@@ -154,6 +154,7 @@ def _launch(script: Path, args, cwd: Path, dry_run: bool = False):
                           text=True, timeout=60)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", LAUNCHERS, ids=lambda p: p.name)
 def test_launchers_refuse_bad_arguments_before_creating_anything(script, tmp_path):
     cwd = tmp_path / "a" / "b" / "c"

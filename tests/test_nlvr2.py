@@ -168,6 +168,7 @@ def test_parser_defaults():
     assert (args.train, args.valid, args.test) == ("train", "valid", None)
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoints_and_logs(trained):
     output, summary = trained
     for name in ("BEST.pth", "LAST.pth", "log.log", "metrics.jsonl", "run_info.json"):
@@ -183,6 +184,7 @@ def test_train_writes_checkpoints_and_logs(trained):
     assert state["logit_fc.3.weight"].shape == (2, 128)  # hidden 64 -> 2H
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", ["test", "valid"])
 def test_predict_split_writes_csv(root, trained, tmp_path, split):
     output, _ = trained
@@ -204,6 +206,7 @@ def test_hidden_missing_is_a_clear_error(root, tmp_path):
     assert not (tmp_path / "hidden_predict.csv").exists()
 
 
+@pytest.mark.slow
 def test_hidden_works_when_present(root, trained, tmp_path):
     """With hidden.json (unlabelled) and its features the split predicts like any other."""
     output, _ = trained

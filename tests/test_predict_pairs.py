@@ -11,6 +11,8 @@ from generated import common_flags
 from tools import predict
 from tools.predictor import Predictor, PredictorError
 
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the fast tier
+
 
 @pytest.fixture(scope="module")
 def root(generated_root_factory):

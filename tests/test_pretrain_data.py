@@ -121,6 +121,7 @@ def test_token_masking_rates_and_80_10_10():
     assert within(chosen - masked - kept, chosen, 0.1)
 
 
+@pytest.mark.slow
 def test_dataset_masks_only_real_pieces_and_keeps_positions(setup):
     ds = dataset(setup, tasks=["mlm", "obj"])
     c = ds.corpus
@@ -194,6 +195,7 @@ def test_object_masking_rates_and_80_10_10(setup):
     assert within(chosen - zero - kept, chosen, 0.1)
 
 
+@pytest.mark.slow
 def test_ifrs_swaps_features_within_the_image(setup):
     ds = dataset(setup, tasks=["mlm", "ifrs"])
     swapped = total = 0
@@ -215,6 +217,7 @@ def test_ifrs_swaps_features_within_the_image(setup):
 
 # ---- ITM, QA, topics ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_itm_negatives_never_come_from_the_same_image(setup):
     ds = dataset(setup, tasks=["mlm", "obj", "itm", "itm_hs", "qa"])
     c = ds.corpus
@@ -368,6 +371,7 @@ def test_phrases_are_noun_chunks_with_their_own_positions(setup):
 
 # ---- determinism ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_items_depend_on_seed_epoch_index_only(setup):
     ds = dataset(setup, seed=3, tasks=["mlm", "obj", "itm", "qa", "topic"])
     ds.set_epoch(2)

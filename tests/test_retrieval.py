@@ -142,6 +142,7 @@ def test_evaluator_ranks_equal_naive_loop(zero_shot, fn):
             assert meta["all"][fn][proto][k] == pytest.approx(v, abs=1e-9), (proto, k)
 
 
+@pytest.mark.slow
 def test_authors_tr_order_with_shuffled_tsv(root, zero_shot, tmp_path):
     """A feature file in another order changes nothing but the TSV-order rank list, which
     then equals the authors' loop (queries in TSV order, first captions in JSON order)."""
@@ -290,6 +291,7 @@ def test_pair_loss_is_twice_cross_entropy():
 
 
 # ------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_finetune_then_test(root, zero_shot, tmp_path, monkeypatch):
     epochs_seen = []
     original = RetrievalTrainDataset.set_epoch
@@ -348,6 +350,7 @@ def _evaluate(model, split, **kwargs):
     return evaluate_split(model, split, options)
 
 
+@pytest.mark.slow
 def test_authors_scoring_reports_mean_and_spread_of_train_mode_runs(root, loader):
     """--authorsScoring 2: two train-mode (dropout) scorings with different seeds that differ,
     the reported metrics are their mean; the default (eval mode) is deterministic."""
@@ -380,6 +383,7 @@ def test_authors_scoring_reports_mean_and_spread_of_train_mode_runs(root, loader
     assert again["authors_scoring"]["spread"] == spread
 
 
+@pytest.mark.slow
 def test_authors_scoring_flag_end_to_end(root, tmp_path):
     summary = main(common(root, tmp_path) + [
         "--train", "", "--test", "test", "--pairsPerForward", "64",

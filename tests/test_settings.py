@@ -98,6 +98,7 @@ def test_the_stage_file_sits_between_the_defaults_and_the_command_line(tmp_path)
         resolve_stage(pretrain_parser(), ["--recipe", "x"])
 
 
+@pytest.mark.slow
 def test_run_info_records_each_source_and_the_log_the_override(small_root, tmp_path):
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"train": "train", "valid": "minival", "batchSize": 16,

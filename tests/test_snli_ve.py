@@ -80,6 +80,7 @@ def test_accuracy_per_class_against_hand_computed_values(small_root, tmp_path):
                               "accuracy_contradiction": 50.0}
 
 
+@pytest.mark.slow
 def test_train_test_and_predict_end_to_end(small_root, tmp_path, capsys):
     run, test = tmp_path / "run", tmp_path / "test"
     summary = main(common_flags(small_root, run) + [

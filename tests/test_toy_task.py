@@ -11,6 +11,8 @@ from tools.predictor import Predictor
 from toy_task.entry import TOY
 from toy_task.main import main
 
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the fast tier
+
 
 @pytest.fixture(scope="module")
 def toy_root(generated_root_factory):
