@@ -10,6 +10,7 @@ import torch
 
 from tasks.common.features import (FeatureStore, convert_tsv_to_store, iter_tsv,
                                    open_feature_store, read_manifest, store_path_for)
+from tasks.common.store_folder import write_marker
 from tasks.common.tsv_format import FIELDNAMES, ImageFeatures, decode_row, encode_row
 
 
@@ -265,12 +266,18 @@ def test_interrupted_conversion_is_redone(tsv, items):
     store = open_feature_store(tsv, progress=False)
     assert store.manifest["created"] > created and len(store) == 12
 
-    # a temp dir left by a dead converter is cleaned up on the next conversion
+    # a temp dir left by a dead converter (it carries the marker) is cleaned up on the next
+    # conversion; a folder of that name without the marker is not ours and stays
     stale = d.parent / f".{d.name}.tmp-999999999-deadbeef"
     stale.mkdir()
     (stale / "features.bin").write_bytes(b"x")
+    write_marker(stale, tsv)
+    foreign = d.parent / f".{d.name}.tmp-999999998-cafecafe"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
     convert_tsv_to_store(tsv, d, progress=False)
     assert not stale.exists() and read_manifest(d) is not None
+    assert (foreign / "notes.txt").read_text() == "mine"
 
 
 def test_topk_views(tsv, items):

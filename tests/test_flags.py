@@ -45,6 +45,8 @@ BAD_VALUES = [
     (["--lr", "0"], "--lr 0.0"),
     (["--lr=-1e-4"], "--lr -0.0001"),
     (["--lr", "nan"], "--lr nan"),
+    (["--lr", "inf"], "--lr inf"),
+    (["--clipNorm", "inf"], "--clipNorm inf"),
     (["--warmup", "1.5"], "--warmup 1.5"),
     (["--warmup", "-0.1"], "--warmup -0.1"),
     (["--clipNorm", "0"], "--clipNorm 0.0"),

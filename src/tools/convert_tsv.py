@@ -3,7 +3,9 @@
     python -m tools.convert_tsv IN.tsv [--out DIR] [--fp16] [--topk K] [--cache-dir DIR] [--force]
 
 Without --out the store goes where ``open_feature_store`` looks for it (next to the TSV as
-``<stem>.store/``, or under --cache-dir / $LXRT_FEATURE_CACHE).
+``<stem>.store/``, or under --cache-dir / $LXRT_FEATURE_CACHE). A folder already at that place
+is replaced only when it is a store this program wrote; any other folder is left as it is
+and the command stops naming it.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import sys
 import time
 
 from tasks.common.features import (FeatureStore, convert_tsv_to_store, read_manifest,
-                                   store_lock, store_path_for, _source_info, _source_matches)
+                                   store_path_for, _source_info, _source_matches)
+from tasks.common.store_folder import ForeignFolderError, check_replaceable, store_lock
 
 
 def main(argv=None) -> int:
@@ -37,10 +40,11 @@ def main(argv=None) -> int:
         return 0
     t0 = time.time()
     try:
+        check_replaceable(out)  # a folder of the user's at --out is refused, lock not taken
         with store_lock(out):  # a training job converting the same store waits, or we do
             convert_tsv_to_store(args.tsv, out, fp16=args.fp16, topk=args.topk,
                                  progress=not args.quiet)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ForeignFolderError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     store = FeatureStore(out)

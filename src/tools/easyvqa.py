@@ -198,10 +198,10 @@ def convert(data_root="data", grid: int = 6, dim: int = 2048, force: bool = Fals
     scale = fit_standardizer([tr_paths[i] for i in train_ids], grid)
     st_tr = extract_to_tsv({img_id("train", i): tr_paths[i] for i in tr_images},
                            paths["train_tsv"], grid, dim, projection=projection,
-                           standardize=scale)
+                           standardize=scale, bad_images="stop")  # every question needs its image
     st_te = extract_to_tsv({img_id("test", i): te_paths[i] for i in te_images},
                            paths["test_tsv"], grid, dim, projection=projection,
-                           standardize=scale)
+                           standardize=scale, bad_images="stop")
 
     for name, data in splits.items():
         _write_json(paths[name], data)

@@ -48,9 +48,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from PIL import Image
 
 from tasks.common.tsv_format import ImageFeatures, encode_row
+from tools.image_files import BAD_IMAGE_MODES, BadImageError, load_readable
+from tools.image_files import load_image as _load_image
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -340,17 +341,6 @@ class FeatureMapper:
 
 # ----------------------------------------------------------------------------- image loading
 
-def _load_image(path: str, max_side: int | None) -> tuple[np.ndarray, int, int]:
-    """-> (uint8 [h, w, 3] possibly down-scaled, original height, original width)."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        if max_side and max(w, h) > max_side:
-            s = max_side / max(w, h)
-            im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8), h, w
-
-
 class HandcraftedExtractor:
     """`standardize`: optional (mean, std) of the raw descriptor (see `fit_standardizer`).
     Standardised inputs put the few colour dimensions on the same footing as the many
@@ -377,8 +367,13 @@ def fit_standardizer(image_paths: Sequence[str], grid: int = 6, max_side: int | 
     images; constant dimensions get std 1 so they stay 0 after centring."""
     raws = []
     for path in list(image_paths)[:sample]:
-        arr, _, _ = _load_image(path, max_side)
+        try:
+            arr, _, _ = _load_image(path, max_side, grid)
+        except BadImageError:
+            continue  # reported (skipped or stopped on) by the extraction itself
         raws.append(describe_batch(arr[None], grid)[0])
+    if not raws:
+        raise BadImageError(f"none of the first {sample} images could be read")
     flat = np.concatenate(raws).astype(np.float64)
     mean, std = flat.mean(0), flat.std(0)
     std[std < 1e-6] = 1.0
@@ -453,13 +448,18 @@ def extract_to_tsv(image_paths: dict[str, str], out_tsv: str | os.PathLike, grid
                    num_workers: int | None = None, max_side: int | None = 256,
                    backbone: str | None = None, weights: str | None = None,
                    backbone_size: int = 448, progress: bool = False,
-                   standardize: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+                   standardize: tuple[np.ndarray, np.ndarray] | None = None,
+                   bad_images: str = "skip") -> dict:
     """Write one TSV row per image (in ``image_paths`` order), atomically (temp file + rename).
 
     ``image_paths`` maps img_id -> image file.  Boxes are grid cells in original pixel
     coordinates; images larger than ``max_side`` are down-scaled for the handcrafted descriptor
-    only.  Returns {"images", "seconds", "raw_dim", "dim", "num_boxes", "mode"}.
+    only. An image that cannot be read is skipped with a warning naming it (``bad_images``
+    "skip", counted in "skipped") or stops the extraction (``"stop"``, BadImageError).
+    Returns {"images", "skipped", "seconds", "raw_dim", "dim", "num_boxes", "mode"}.
     """
+    if bad_images not in BAD_IMAGE_MODES:
+        raise ValueError(f"bad_images must be one of {BAD_IMAGE_MODES}, got {bad_images!r}")
     t0 = time.time()
     if backbone:
         extractor = BackboneExtractor(backbone, weights, grid, dim, projection, backbone_size)
@@ -474,11 +474,12 @@ def extract_to_tsv(image_paths: dict[str, str], out_tsv: str | os.PathLike, grid
             raise ValueError(f"bad img_id {img_id!r}")
     workers = num_workers or min(8, os.cpu_count() or 1)
     fd, tmp = tempfile.mkstemp(prefix=out_tsv.name + ".", suffix=".tmp", dir=out_tsv.parent)
-    done = 0
+    done, skipped = 0, []
     try:
         with os.fdopen(fd, "w", newline="\n") as f, ThreadPoolExecutor(workers) as pool:
             for chunk in _chunks(items, batch_size):
-                loaded = list(pool.map(lambda kv: _load_image(kv[1], max_side), chunk))
+                seen = len(chunk)
+                chunk, loaded = load_readable(pool, chunk, max_side, grid, bad_images, skipped)
                 # group same-sized images so the descriptor is computed batched
                 groups: dict[tuple[int, int], list[int]] = {}
                 for i, (arr, _, _) in enumerate(loaded):
@@ -494,10 +495,13 @@ def extract_to_tsv(image_paths: dict[str, str], out_tsv: str | os.PathLike, grid
                                         objects_conf=ones, attrs_id=zeros, attrs_conf=ones,
                                         boxes=grid_boxes(h, w, grid), features=fe)
                     f.write(encode_row(row) + "\n")
-                done += len(chunk)
+                done += seen
                 if progress:
                     print(f"  {done}/{len(items)} images ({time.time() - t0:.1f}s)",
                           file=sys.stderr, flush=True)
+        if len(skipped) == len(items):
+            raise BadImageError(f"none of the {len(items)} images could be read (the first: "
+                                f"{skipped[0]})")
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600; give the usual permissions
@@ -511,7 +515,8 @@ def extract_to_tsv(image_paths: dict[str, str], out_tsv: str | os.PathLike, grid
                 "weights": os.path.abspath(weights) if weights else "",
                 "backbone_size": backbone_size}
     save_extractor(sidecar_path(out_tsv), settings, standardize)
-    return {"images": done, "seconds": time.time() - t0,
+    return {"images": done - len(skipped), "skipped": len(skipped),
+            "seconds": time.time() - t0,
             "raw_dim": extractor.mapper.in_dim, "dim": dim, "num_boxes": grid * grid,
             "mode": backbone or "handcrafted"}
 
@@ -562,7 +567,7 @@ class ImageFeaturizer:
     def __call__(self, image_path: str | os.PathLike) -> ImageFeatures:
         if not Path(image_path).is_file():
             raise FileNotFoundError(f"--image {image_path}: no such file")
-        arr, h, w = _load_image(str(image_path), self.max_side)
+        arr, h, w = _load_image(str(image_path), self.max_side, self.settings["grid"])
         feats = self.extractor([arr])[0]
         n = self.settings["grid"] ** 2
         return ImageFeatures(img_id=Path(image_path).stem, img_h=h, img_w=w,
@@ -598,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("images", help="a folder of images, a glob pattern, or a .txt list of paths")
     ap.add_argument("out_tsv")
-    ap.add_argument("--grid", type=int, default=6, help="grid x grid boxes (default 6 -> 36)")
+    ap.add_argument("--grid", type=int, default=6,
+                    help="grid x grid boxes (default 6 -> 36)")
     ap.add_argument("--dim", type=int, default=2048, help="feature size (default 2048)")
     ap.add_argument("--projection", choices=["auto", "pad", "random"], default="auto")
     ap.add_argument("--ids-from-filename", action="store_true",
@@ -613,22 +619,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backbone", default=None,
                     help="torchvision ResNet name (e.g. resnet50); needs torchvision and --weights")
     ap.add_argument("--weights", default=None, help="local state-dict file for --backbone")
-    ap.add_argument("--backbone-size", type=int, default=448, help="short side fed to the CNN")
+    ap.add_argument("--backbone-size", type=int, default=448,
+                    help="short side fed to the CNN")
+    ap.add_argument("--bad-images", choices=BAD_IMAGE_MODES, default="skip",
+                    help="an unreadable or truncated image: skip it with a warning naming it "
+                         "(default; the count is printed at the end) or stop")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    for flag, value, low in (("--grid", args.grid, 1), ("--dim", args.dim, 1),
+                             ("--batch-size", args.batch_size, 1), ("--max-side", args.max_side, 0),
+                             ("--workers", args.workers or 1, 1),
+                             ("--backbone-size", args.backbone_size, 32)):
+        if value < low:
+            ap.error(f"{flag} {value}: expected an integer >= {low}")
     paths = collect_images(args.images, "name" if args.ids_with_extension else "stem",
                            args.id_prefix)
     if not paths:
         ap.error(f"no images found at {args.images!r}")
-    stats = extract_to_tsv(paths, args.out_tsv, args.grid, args.dim, projection=args.projection,
-                           batch_size=args.batch_size, num_workers=args.workers,
-                           max_side=args.max_side or None, backbone=args.backbone,
-                           weights=args.weights, backbone_size=args.backbone_size,
-                           progress=not args.quiet)
+    try:
+        stats = extract_to_tsv(paths, args.out_tsv, args.grid, args.dim,
+                               projection=args.projection, batch_size=args.batch_size,
+                               num_workers=args.workers, max_side=args.max_side or None,
+                               backbone=args.backbone, weights=args.weights,
+                               backbone_size=args.backbone_size, progress=not args.quiet,
+                               bad_images=args.bad_images)
+    except BadImageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {stats['images']} images x {stats['num_boxes']} boxes x {stats['dim']} "
           f"({stats['mode']}, raw {stats['raw_dim']}) to {args.out_tsv} "
-          f"in {stats['seconds']:.1f}s")
+          f"in {stats['seconds']:.1f}s"
+          + (f"; skipped {stats['skipped']} unreadable image(s), named above"
+             if stats["skipped"] else ""))
     return 0
+
 
 
 if __name__ == "__main__":

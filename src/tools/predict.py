@@ -59,7 +59,16 @@ def read_questions(args) -> list[str]:
         path = Path(args.questions)
         if not path.is_file():
             raise PredictorError(f"--questions {path}: no such file")
-        questions += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        data = path.read_bytes()
+        try:
+            if b"\x00" in data:
+                raise UnicodeDecodeError("utf-8", data, data.index(b"\x00"),
+                                         data.index(b"\x00") + 1, "a NUL byte")
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise PredictorError(f"--questions {path}: not a UTF-8 text file ({err.reason} at "
+                                 f"byte {err.start}); expected one question per line") from None
+        questions += [line.strip() for line in text.splitlines() if line.strip()]
     return questions
 
 
@@ -156,7 +165,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = run(args)
-    except (PredictorError, FileNotFoundError, ValueError) as err:
+    except (PredictorError, OSError, ValueError) as err:  # OSError: missing / foreign files
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else format_table(result))

@@ -22,6 +22,7 @@ softmax.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,12 @@ from lxrt.tokenization import LXRTTokenizer
 from tasks.common import registry
 from tasks.common.features import FeatureStore, open_feature_store, read_manifest
 from tasks.common.model_setup import MAX_SEQ_LENGTH
+from tasks.common.run_record import answers_sha1, file_sha1
+from tasks.common.runtime import resolve_device
 from tasks.common.tsv_format import normalise_boxes
 from tasks.qa.data import AnswerTable
+
+log = logging.getLogger(__name__)
 
 # what run_info.json's task_info must hold for each way of questioning a model
 MODE_KEYS = {"answers": ["num_answers", "ans2label", "label2ans"], "classify": ["class_names"]}
@@ -79,6 +84,16 @@ def read_run_info(load: str | os.PathLike) -> tuple[Path, dict]:
     except ValueError as err:
         raise PredictorError(f"{info_path}: not valid JSON ({err})") from None
     task_info = info.get("task_info") or {}
+    entry = registry.entries().get(task_info.get("task"))
+    if (entry is not None and entry.predict is None) or checkpoint.name.endswith("_LXRT.pth") \
+            or "stage" in (info.get("args") or {}):
+        stem = str(checkpoint)
+        stem = stem[:-len("_LXRT.pth")] if stem.endswith("_LXRT.pth") else stem
+        raise PredictorError(
+            f"{checkpoint} is a pre-training checkpoint (the encoder and the pre-training "
+            f"heads); tools.predict answers with a fine-tuned model. Fine-tune from it first "
+            f"(e.g. bash run/vqa_finetune.bash 0 NAME --loadLXMERT {stem}), then --load "
+            f"snap/<task>/NAME/BEST")
     required = ["task", "model_config", "vocab_file"]
     if "task" in task_info:
         required += MODE_KEYS.get(task_entry(task_info["task"], info_path).predict, [])
@@ -119,21 +134,76 @@ def open_features(path: str | os.PathLike) -> FeatureStore:
     return open_feature_store(path, progress=False)
 
 
+def check_sentences(sentences: Sequence[str]) -> None:
+    if isinstance(sentences, str) or not sentences:
+        raise PredictorError("give at least one question/statement (a list of strings)")
+    for s in sentences:
+        if not isinstance(s, str) or not s.strip():
+            raise PredictorError(f"empty question/statement {s!r}")
+
+
+def check_vocabulary(task_info: dict, info_path: Path) -> None:
+    """The vocabulary file must be the one the run was trained with (runs that recorded its
+    sha1; a reordered or edited file gives words other ids)."""
+    vocab = Path(task_info["vocab_file"])
+    if not vocab.is_file():
+        raise PredictorError(f"{info_path}: the run's vocabulary {vocab} is missing")
+    recorded = task_info.get("vocab_sha1")
+    if recorded and file_sha1(vocab) != recorded:
+        raise PredictorError(
+            f"{vocab} is not the vocabulary the model was trained with (sha1 {recorded[:12]} "
+            f"recorded in {info_path}, {file_sha1(vocab)[:12]} now): a reordered or edited "
+            f"vocabulary gives words other ids. Restore the file of the training run")
+
+
+def trained_answers(task_info: dict, info_path: Path) -> list[str]:
+    """The answer list the model was trained with: recorded in run_info.json (checked against
+    its sha1 and the model's answer count), or, for runs made before it was recorded, read from
+    the answer table files the run names (then only their length can be checked)."""
+    count = int(task_info["num_answers"])
+    answers = task_info.get("answers")
+    if answers is not None:
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers) \
+                or len(answers) != count or (task_info.get("answers_sha1") and
+                                             answers_sha1(answers) != task_info["answers_sha1"]):
+            raise PredictorError(f"{info_path}: task_info.answers is not the list of "
+                                 f"{count} answers recorded at training (edited?)")
+        return answers
+    try:
+        table = AnswerTable(task_info["ans2label"], task_info["label2ans"])
+    except (OSError, ValueError) as err:
+        raise PredictorError(f"{info_path}: the run's answer table cannot be read: {err}") \
+            from None
+    if table.num_answers != count:
+        raise PredictorError(
+            f"the answer table {table.label2ans_path} has {table.num_answers} answers but the "
+            f"model was trained with {count} (recorded in {info_path}): it changed since "
+            f"training. Restore the table of the training run")
+    log.warning("%s records no answer list (a run made before answer lists were recorded): "
+                "answers are named by %s as it is now, unchecked", info_path,
+                table.label2ans_path)
+    return table.label2ans
+
+
 class Predictor:
     def __init__(self, model: torch.nn.Module, task_info: dict, tokenizer: LXRTTokenizer,
-                 device: torch.device, checkpoint: Path):
+                 device: torch.device, checkpoint: Path, answers: Optional[list] = None):
         self.model, self.task_info, self.tokenizer = model.eval(), task_info, tokenizer
         self.task, self.device, self.checkpoint = task_info["task"], device, checkpoint
         self.entry = task_entry(self.task)
         self.mode, self.num_images = self.entry.predict, self.entry.num_images
-        self.answers = None
-        if self.mode == "answers":
-            self.answers = AnswerTable(task_info["ans2label"], task_info["label2ans"])
+        self.answers = answers
+        if self.mode == "answers" and answers is None:
+            self.answers = trained_answers(task_info, checkpoint.parent / "run_info.json")
         self.class_names = list(task_info.get("class_names", []))
 
     @classmethod
     def from_run(cls, load: str | os.PathLike, device: str = "cpu") -> "Predictor":
         checkpoint, task_info = read_run_info(load)
+        info_path = checkpoint.parent / "run_info.json"
+        check_vocabulary(task_info, info_path)
+        answers = (trained_answers(task_info, info_path)
+                   if task_entry(task_info["task"], info_path).predict == "answers" else None)
         config = LXRTConfig.from_dict(task_info["model_config"])
         model = build_task_model(task_info["task"], config, task_info)
         try:
@@ -143,11 +213,12 @@ class Predictor:
                 f"{checkpoint} does not fit the {task_info['task']} model of sizes "
                 f"{_sizes(config)} recorded in {checkpoint.parent / 'run_info.json'} (a "
                 f"checkpoint of another task or size?): {err}") from None
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise PredictorError(f"--device {device}: this machine has no CUDA GPU")
+        try:
+            device = resolve_device(device)
+        except SystemExit as err:
+            raise PredictorError(str(err)) from None
         tokenizer = LXRTTokenizer(task_info["vocab_file"], MAX_SEQ_LENGTH)
-        return cls(model.to(device), task_info, tokenizer, device, checkpoint)
+        return cls(model.to(device), task_info, tokenizer, device, checkpoint, answers)
 
     # ---- images ---------------------------------------------------------------------------
 
@@ -182,11 +253,7 @@ class Predictor:
 
     def encode(self, sentences: Sequence[str]) -> dict:
         """Token tensors cut to the longest sentence (as the evaluator's batches), plus tokens."""
-        if isinstance(sentences, str) or not sentences:
-            raise PredictorError("give at least one question/statement (a list of strings)")
-        for s in sentences:
-            if not isinstance(s, str) or not s.strip():
-                raise PredictorError(f"empty question/statement {s!r}")
+        check_sentences(sentences)
         batch = self.tokenizer.encode_batch(list(sentences), return_tokens=True)
         length = int(batch.input_mask.sum(1).max())
         out = {k: torch.from_numpy(getattr(batch, k)[:, :length]).to(self.device)
@@ -212,16 +279,23 @@ class Predictor:
 
     @torch.no_grad()
     def answer_scores(self, image: ImageInput, questions: Sequence[str],
-                      normalise: str = "sigmoid") -> torch.Tensor:
-        """[Q, answers] probabilities of every answer for each question about `image`."""
+                      normalise: str = "sigmoid", batch_size: int = 256) -> torch.Tensor:
+        """[Q, answers] probabilities of every answer for each question about `image`, the
+        questions going through the model `batch_size` at a time (memory stays flat for any
+        number of questions)."""
         self._require("answers", what="answering questions")
         if normalise not in NORMALISATIONS:
             raise PredictorError(f"normalise must be one of {NORMALISATIONS}, got {normalise!r}")
-        text = self.encode(questions)
-        feats, boxes = self._visual([image], len(questions))
-        logits = self.model(text["input_ids"], text["token_position"], text["input_mask"],
-                            feats, boxes).float().cpu()
-        return torch.sigmoid(logits) if normalise == "sigmoid" else logits.softmax(-1)
+        check_sentences(questions)  # every question, before the first batch
+        out = []
+        for start in range(0, len(questions), batch_size):
+            part = questions[start:start + batch_size]
+            text = self.encode(part)
+            feats, boxes = self._visual([image], len(part))
+            logits = self.model(text["input_ids"], text["token_position"], text["input_mask"],
+                                feats, boxes).float().cpu()
+            out.append(torch.sigmoid(logits) if normalise == "sigmoid" else logits.softmax(-1))
+        return torch.cat(out)
 
     def answer(self, image: ImageInput, questions: Sequence[str], topk: int = 5,
                normalise: str = "sigmoid") -> list[list[tuple[str, float]]]:
@@ -230,7 +304,7 @@ class Predictor:
             raise PredictorError(f"topk must be at least 1, got {topk}")
         scores = self.answer_scores(image, questions, normalise)
         values, labels = scores.topk(min(topk, scores.shape[1]), dim=1)
-        return [[(self.answers.answer(int(i)), float(v)) for v, i in zip(vs, ls)]
+        return [[(self.answers[int(i)], float(v)) for v, i in zip(vs, ls)]
                 for vs, ls in zip(values, labels)]
 
     @torch.no_grad()

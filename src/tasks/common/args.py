@@ -150,7 +150,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
         if value is None:
             continue
         too_low = value < lowest if inclusive else value <= lowest
-        if too_low or value != value:  # NaN compares false
+        if too_low or value != value or value == float("inf"):  # NaN compares false
             raise SystemExit(f"{flag} {value}: expected {expected}")
     if args.warmup is not None and not args.warmup <= 1.0:  # None: set later (pre-training)
         raise SystemExit(f"--warmup {args.warmup}: expected a fraction of the training steps "

@@ -30,21 +30,43 @@ def _umask() -> int:
     return mask
 
 
+class _WriteRecorder:
+    """The file object a writer gets: it remembers the OSError of a failed write. torch.save
+    turns that error into a RuntimeError ('unexpected pos ...') naming neither the file nor
+    the cause (disk full, file too large, quota)."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data):
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self):
+        self.handle.flush()
+
+
 def _atomic_write(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = None
+    tmp, recorder = None, None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
-            write(handle)
+            recorder = _WriteRecorder(handle)
+            write(recorder)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as err:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if recorder is not None and recorder.error is not None:
+            err = recorder.error  # the write error behind the writer's own exception
         if isinstance(err, OSError) and not isinstance(err, CheckpointWriteError):
             kept = "the previous version is kept" if path.exists() else "nothing was written"
             raise CheckpointWriteError(

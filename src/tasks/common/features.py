@@ -7,7 +7,9 @@ process holds only the rows it is reading.
 
 Store layout (``<stem>.store/``, version ``STORE_VERSION``). T = total boxes, N = rows::
 
-    manifest.json     written last; its presence (with matching file sizes) marks a complete store
+    lxrt_store.marker written first: this program made the folder (store_folder.py)
+    manifest.json     written last; its presence (with matching file sizes) marks a complete
+                      store; it holds fingerprints of the source TSV and of every file
     features.bin      [T, D] float32 (or float16 with fp16=True)
     boxes.bin         [T, 4] float32, normalised the authors' way: boxes / (w,h,w,h) in float32
     boxes_px.bin      [T, 4] float32, pixel x1,y1,x2,y2 as in the TSV
@@ -31,28 +33,27 @@ lists each id once, at its first position.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
+from .store_folder import (MANIFEST, STORE_FORMAT, bytes_digest, check_replaceable,
+                           clean_stale, fsync_write_json, install, is_own_folder,
+                           sampled_digest, store_lock, temporary_dir, write_marker)
 from .tsv_format import ImageFeatures, TSVFormatError, decode_row, normalise_boxes
 
 log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
-STORE_FORMAT = "lxrt-feature-store"
-MANIFEST = "manifest.json"
 ENV_CACHE = "LXRT_FEATURE_CACHE"
 
 DEFAULT_HINT = (
@@ -157,66 +158,19 @@ def read_manifest(store_dir) -> Optional[dict]:
 
 
 def _source_matches(man: dict, src: Optional[dict]) -> bool:
+    """The store was converted from this TSV as it is now: same size and mtime, and (for
+    stores that recorded it) the same sampled fingerprint, which catches a TSV rewritten in
+    place with its mtime put back."""
     if src is None:  # TSV gone: trust the complete store
         return True
     s = man.get("source", {})
-    return s.get("size") == src["size"] and s.get("mtime_ns") == src["mtime_ns"]
+    if s.get("size") != src["size"] or s.get("mtime_ns") != src["mtime_ns"]:
+        return False
+    return "fingerprint" not in s or s["fingerprint"] == sampled_digest(src["path"])
 
 
 def _covers(man: dict, limit: Optional[int]) -> bool:
     return bool(man.get("complete")) or (limit is not None and man["rows"] >= limit)
-
-
-def _fsync_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _clean_stale(out_dir: Path) -> None:
-    """Remove temp/old directories left by interrupted conversions of this store."""
-    parent = out_dir.parent
-    if not parent.is_dir():
-        return
-    for p in parent.glob(f".{out_dir.name}.*-*-*"):
-        try:
-            pid = int(p.name.rsplit("-", 2)[1])
-        except (ValueError, IndexError):
-            continue
-        if not _pid_alive(pid):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _install(tmp: Path, out_dir: Path) -> None:
-    """Atomically move a finished store into place (replacing an old/invalid one)."""
-    for _ in range(5):
-        try:
-            os.rename(tmp, out_dir)
-            return
-        except OSError as e:
-            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
-                raise
-        # out_dir exists: move it aside, then retry
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            os.rename(out_dir, old)
-        except FileNotFoundError:
-            continue
-        shutil.rmtree(old, ignore_errors=True)
-    raise OSError(f"could not install feature store {tmp} -> {out_dir}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,14 +190,17 @@ def convert_tsv_to_store(tsv_path, out_dir, fp16: bool = False, topk=None,
         raise _missing(tsv_path, hint)
     limit = _limit(topk)
     out_dir = Path(out_dir)
+    check_replaceable(out_dir)  # before any work: a folder of the user's is never replaced
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    clean_stale(out_dir)
+    src["fingerprint"] = sampled_digest(tsv_path, src["size"])
+    tmp = temporary_dir(out_dir)
     tmp.mkdir()
     t0 = time.time()
     feat_dtype = np.float16 if fp16 else np.float32
     bar = None
     try:
+        write_marker(tmp, tsv_path)
         if progress:
             from tqdm import tqdm
             bar = (tqdm(total=limit, unit="img", desc=f"convert {os.path.basename(tsv_path)}")
@@ -308,7 +265,12 @@ def convert_tsv_to_store(tsv_path, out_dir, fp16: bool = False, topk=None,
         for k, (dt, shp) in _BOX_ARRAYS.items():
             file_info[f"{k}.bin"] = {"dtype": np.dtype(dt).name, "shape": [total, *shp]}
         for name in list(file_info) + ["offsets.npy", "img_hw.npy", "img_ids.json"]:
-            file_info.setdefault(name, {})["bytes"] = os.path.getsize(tmp / name)
+            info = file_info.setdefault(name, {})
+            info["bytes"] = os.path.getsize(tmp / name)
+            if name.endswith(".bin"):  # checked at every open: a few small reads
+                info["sampled_sha1"] = sampled_digest(tmp / name, info["bytes"])
+            else:  # index files are read whole at every open anyway
+                info["sha1"] = bytes_digest((tmp / name).read_bytes())
         man = {
             "format": STORE_FORMAT, "version": STORE_VERSION, "finished": True,
             "source": src, "rows": rows, "complete": complete, "topk": limit,
@@ -322,8 +284,8 @@ def convert_tsv_to_store(tsv_path, out_dir, fp16: bool = False, topk=None,
         if man["duplicates"]:
             log.warning("%s: %d duplicate img_ids (the last row wins, as in the authors' "
                            "dict)", tsv_path, man["duplicates"])
-        _fsync_write_json(tmp / MANIFEST, man)
-        _install(tmp, out_dir)
+        fsync_write_json(tmp / MANIFEST, man)
+        install(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -359,7 +321,23 @@ def _f16_to_f32(a: np.ndarray) -> np.ndarray:
 
 
 class CorruptStoreError(ValueError):
-    """A converted store's index files do not agree with its manifest."""
+    """A converted store's files do not agree with its manifest."""
+
+
+def _corrupt(store_dir: Path, what: str) -> CorruptStoreError:
+    return CorruptStoreError(f"feature store {store_dir} is corrupt ({what}); delete the "
+                             f"directory {store_dir} and it is reconverted from its TSV on the "
+                             f"next run")
+
+
+def _check_data_files(store_dir: Path, man: dict) -> None:
+    """The sampled fingerprint of each data file, against the manifest (a file copied over or
+    rewritten in place keeps its size, so `read_manifest` alone does not see it)."""
+    for name, info in man["files"].items():
+        recorded = info.get("sampled_sha1")
+        if recorded is not None and recorded != sampled_digest(store_dir / name, info["bytes"]):
+            raise _corrupt(store_dir, f"{name} was changed after the store was written (its "
+                                      f"sampled fingerprint differs from the one in {MANIFEST})")
 
 
 def _read_index(store_dir: Path, man: dict):
@@ -369,15 +347,21 @@ def _read_index(store_dir: Path, man: dict):
     rows, total = man["rows"], man["total_boxes"]
 
     def corrupt(what):
-        return CorruptStoreError(
-            f"feature store {store_dir} is corrupt ({what}); delete the directory "
-            f"{store_dir} and it is reconverted from its TSV on the next run")
+        return _corrupt(store_dir, what)
     try:
-        with open(store_dir / "img_ids.json", "rb") as f:
-            row_ids = json.loads(f.read().decode("utf-8"))
-        offsets = np.load(store_dir / "offsets.npy", allow_pickle=False)
-        hw = np.load(store_dir / "img_hw.npy", allow_pickle=False)
+        raw = {name: (store_dir / name).read_bytes()
+               for name in ("img_ids.json", "offsets.npy", "img_hw.npy")}
+        for name, data in raw.items():
+            recorded = man["files"][name].get("sha1")  # absent in stores of older versions
+            if recorded is not None and recorded != bytes_digest(data):
+                raise corrupt(f"{name} differs from the file the store was written with "
+                              f"(its sha1 is not the one in {MANIFEST})")
+        row_ids = json.loads(raw["img_ids.json"].decode("utf-8"))
+        offsets = np.load(io.BytesIO(raw["offsets.npy"]), allow_pickle=False)
+        hw = np.load(io.BytesIO(raw["img_hw.npy"]), allow_pickle=False)
     except (ValueError, UnicodeDecodeError, OSError, EOFError) as err:
+        if isinstance(err, CorruptStoreError):
+            raise
         raise corrupt(f"{type(err).__name__}: {str(err)[:200]}") from None
     if not isinstance(row_ids, list) or len(row_ids) != rows \
             or not all(isinstance(i, str) for i in row_ids):
@@ -412,6 +396,7 @@ class FeatureStore:
         self.num_rows = man["rows"] if limit is None else min(limit, man["rows"])
         self.fp16 = man["feat_dtype"] == "float16"
         self.feat_dim = man["feat_dim"]
+        _check_data_files(self.store_dir, man)
         row_ids, offsets, hw = _read_index(self.store_dir, man)
         row_ids = row_ids[: self.num_rows]
         index = {}
@@ -561,6 +546,7 @@ def open_feature_store(tsv_path, cache_dir=None, fp16: bool = False, topk=None,
     limit = _limit(topk)
     store_dir = store_path_for(tsv_path, cache_dir, fp16)
     if _usable_store(store_dir, tsv_path, limit, hint) is not None:
+        check_replaceable(store_dir)  # a folder of the user's there: refused, lock not taken
         # One converter per store: the ranks of a DDP run (or two jobs on one node) that
         # find no store queue here; the first converts, the others then find its store.
         with store_lock(store_dir):
@@ -584,29 +570,8 @@ def _usable_store(store_dir: Path, tsv_path, limit, hint=None, log_changed: bool
     if man is not None and _covers(man, limit):
         return None
     if src is None:
-        state = ("is incomplete or corrupt: delete it" if store_dir.exists()
-                 else "does not exist")
+        state = ("does not exist" if not store_dir.exists() else
+                 "is incomplete or corrupt: delete it" if is_own_folder(store_dir) else
+                 "is not a feature store this program wrote")
         raise _missing(tsv_path, hint, f" (and no usable converted store: {store_dir} {state})")
     return src
-
-
-@contextlib.contextmanager
-def store_lock(store_dir):
-    """An exclusive ``flock`` on ``.<store name>.lock`` next to the store, held while the
-    store is (re)converted. flock is released by the kernel when its holder dies, so a killed
-    converter never blocks the next run; the lock file itself is left in place (removing it
-    would let two processes lock different files)."""
-    store_dir = Path(store_dir)
-    store_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = store_dir.parent / f".{store_dir.name}.lock"
-    with open(lock_path, "a") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process converting %s (lock %s)", store_dir,
-                        lock_path)
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield lock_path
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -9,6 +9,7 @@ import logging
 from lxrt.config import LXRTConfig
 from lxrt.loading import load_finetuned, load_pretrained_encoder
 from lxrt.modeling import init_bert_weights
+from tasks.common.run_record import vocab_record
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def model_run_info(task: str, config: LXRTConfig, tokenizer) -> dict:
     """The part of run_info.json's "task_info" every task records (tools.predict rebuilds the
     model and tokenizer from it)."""
     return {"task": task, "model_config": dataclasses.asdict(config),
-            "vocab_file": str(tokenizer.vocab_file.resolve())}
+            **vocab_record(tokenizer.vocab_file)}
 
 
 def load_task_weights(args, model, config: LXRTConfig, load_head=None) -> None:

@@ -18,6 +18,7 @@ import pickle
 import random
 import zipfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -106,8 +107,19 @@ def changed_flags(saved_args: dict, args) -> list[str]:
             if name in now and saved_args.get(name) != now.get(name)]
 
 
-def check_same_run(path: Path, saved_args: dict, args) -> None:
-    changes = changed_flags(saved_args or {}, args)
+def changed_inputs(saved: Optional[dict], now: dict) -> list[str]:
+    """'name: saved X, now Y' for each recorded input (training set size and digest, a stage
+    config's content) that differs; resume states written before inputs were recorded have
+    none, and nothing is compared."""
+    saved = saved or {}
+    return [f"{name}: saved {saved[name]!r}, now {value!r}" for name, value in now.items()
+            if name in saved and saved[name] is not None and value is not None
+            and saved[name] != value]
+
+
+def check_same_run(path: Path, saved_args: dict, args, saved_inputs: Optional[dict] = None,
+                   inputs: Optional[dict] = None) -> None:
+    changes = changed_flags(saved_args or {}, args) + changed_inputs(saved_inputs, inputs or {})
     if not changes:
         return
     listing = "\n  ".join(changes)
@@ -115,8 +127,9 @@ def check_same_run(path: Path, saved_args: dict, args) -> None:
         log.warning("--resume with changed flags (--resumeChangedFlags): the optimizer takes "
                     "the new lr / warmup / schedule length; changes:\n  %s", listing)
         return
-    raise ResumeError(f"--resume: {path} was written by a run with other flags:\n  {listing}\n"
-                      f"Use the same flags, or add --resumeChangedFlags to continue anyway.")
+    raise ResumeError(f"--resume: {path} was written by a run with other flags or inputs:\n"
+                      f"  {listing}\nUse the same flags and data, or add --resumeChangedFlags "
+                      f"to continue anyway.")
 
 
 def plain_scalar(value) -> torch.Tensor:

@@ -25,15 +25,39 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
 def resolve_device(requested: Optional[str]) -> torch.device:
     if requested in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError, TypeError):
+        raise SystemExit(f"--device {requested}: not a device name; expected "
+                         f"{DEVICE_CHOICES}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {requested}: this machine has no CUDA GPU (torch "
                          f"{torch.__version__}); run on the CPU with the launcher's first "
                          f"argument `cpu` or --device cpu")
+    if device.type == "cuda" and device.index is not None \
+            and device.index >= torch.cuda.device_count():
+        raise SystemExit(f"--device {requested}: this machine has {torch.cuda.device_count()} "
+                         f"CUDA GPU(s), numbered from 0")
+    if device.type not in ("cpu", "cuda") and not _backend_available(device.type):
+        raise SystemExit(f"--device {requested}: no {device.type} device on this machine (or "
+                         f"not one torch runs models on); expected {DEVICE_CHOICES}")
     return device
+
+
+def _backend_available(kind: str) -> bool:
+    """An accelerator backend other than CUDA (mps, xpu, ...) that torch reports present."""
+    backend = getattr(torch, kind, None) or getattr(torch.backends, kind, None)
+    is_available = getattr(backend, "is_available", None)
+    try:
+        return bool(is_available()) if callable(is_available) else False
+    except RuntimeError:
+        return False
 
 
 def default_num_workers(device: torch.device, usable_cpus: Optional[int] = None,

@@ -98,6 +98,11 @@ class Task:
     def write_results(self, ctx: EvalContext, result: EvalResult, split: str) -> None:
         """Write the test-server / prediction file for `split` (rank 0 only)."""
 
+    def run_inputs(self) -> dict:
+        """Plain data naming inputs that flags do not show (e.g. the content of a config file
+        a flag names): saved in resume.pth, and a --resume that finds them changed stops."""
+        return {}
+
     def run_info(self) -> dict:
         """What a predictor needs besides the weights (task, model sizes, answer table,
         feature files), recorded in run_info.json under "task_info"."""

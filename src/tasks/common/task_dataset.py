@@ -9,11 +9,14 @@ them. Every hook is optional: the defaults here do nothing.
   in the middle of an epoch (e.g. retrieval draws its negatives from (seed, epoch, index)).
 - `worker_init_fn(worker_id)`: called at the start of each DataLoader worker process of the
   training loader (e.g. to open files per process).
+- `fingerprint()`: a digest of the examples, saved in resume.pth; --resume stops when the
+  training set changed between stop and resume.
 
 `ImageTextDataset` is the dataset most tasks need: one sentence about one or more images per
 example, the sentences tokenized once, the features read per item from the stores."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Optional, Sequence
 
@@ -34,6 +37,14 @@ class TaskDataset(Dataset):
 
     def worker_init_fn(self, worker_id: int) -> None:
         """Per-worker setup of the training loader (default: none)."""
+
+    def fingerprint(self) -> Optional[str]:
+        """sha1 of the examples (default: of the tokenized text, in order; None without)."""
+        ids = (self.tokens or {}).get("input_ids")
+        if ids is None:
+            return None
+        array = ids.numpy() if hasattr(ids, "numpy") else np.asarray(ids)
+        return hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
 UNLABELLED = -1  # the class of an unlabelled example: ignored by the loss and the metrics

@@ -43,6 +43,7 @@ from tasks.common.resume import (RESUME_FORMAT, check_same_run, epoch_stats_to_p
                                  load_resume_file, plain_args, plain_data, plain_scalar,
                                  rng_state, set_rng_state)
 from tasks.common.run_folder import RunLock, append_metrics, start_metrics_section
+from tasks.common.run_record import check_loaded_runs
 from tasks.common.runtime import (compile_module, default_num_workers, git_commit, gpu_name,
                                   library_versions, mark_step_if_graphed, progress,
                                   resolve_device, seed_everything, setup_logging)
@@ -163,6 +164,7 @@ class Trainer:
         seed_everything(args.seed)
         self.precision = args.precision
         self.scaler = grad_scaler(self.device, self.precision)
+        self._inputs: dict = {}  # what resume.pth records of the training data (see fit)
         self.num_workers = args.num_workers
         if self.num_workers is None:
             self.num_workers = default_num_workers(self.device)
@@ -268,6 +270,8 @@ class Trainer:
         t_total = sampler.num_batches * args.epochs
         optimizer = BertAdam(list(model.parameters()), lr=args.lr, warmup=args.warmup,
                              t_total=t_total)
+        self._inputs = {"train_examples": len(dataset), "train_sha1": dataset.fingerprint(),
+                        **self.task.run_inputs()}
         state = self._resume(model, optimizer) if args.resume else TrainState()
         train_model = self._wrap(model)
         log.info("training: %d examples, %d steps/epoch, %d epochs, t_total %d, batch %d "
@@ -439,7 +443,7 @@ class Trainer:
         """Model, optimizer, grad scaler and RNG states from OUTPUT/resume.pth; -> the state."""
         path = self.output / "resume.pth"
         saved = load_resume_file(path)
-        check_same_run(path, saved.get("args"), self.args)
+        check_same_run(path, saved.get("args"), self.args, saved.get("inputs"), self._inputs)
         model.load_state_dict(saved["model"])
         # The optimizer's hyper-parameters come from the flags of this run (the same unless
         # --resumeChangedFlags); its moments and step counts from the saved state.
@@ -470,7 +474,8 @@ class Trainer:
             "format": RESUME_FORMAT, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "args": plain_args(self.args), **state.saved_fields(), "per_rank": per_rank},
+            "args": plain_args(self.args), "inputs": self._inputs, **state.saved_fields(),
+            "per_rank": per_rank},
             self.output / "resume.pth")
 
     # ---- run info -----------------------------------------------------------------------
@@ -502,6 +507,7 @@ def run_task(args, task: Task, argv, settings: Optional[Settings] = None) -> dic
         raise SystemExit("nothing to do: give --train SPLITS to train (validating on --valid) "
                          "or --test SPLIT to predict a split")
     settings = settings or Settings.given(args)
+    check_loaded_runs(args, task.run_info())  # before anything is written
     trainer = Trainer(args, task)
     try:
         for line in settings.overrides:

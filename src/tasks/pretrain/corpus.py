@@ -27,6 +27,7 @@ import numpy as np
 
 from lxrt.loading import convert_answer
 from tasks.common.readers import DataFormatError, read_json
+from tasks.common.store_folder import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,45 @@ class Corpus:
     def is_qa(self, s: int) -> bool:
         return self.sources[self.sent_source[s]] in self.qa_sources
 
+    def check(self, where, num_answers: int, vocab_size: int, store_rows: Sequence[int]) -> None:
+        """Raise CorpusFormatError naming `where` and the array unless the arrays agree:
+        lengths, offsets that start at 0, never decrease and end at their array's length,
+        and every id in range (images, sources, stores and rows, answers, word pieces).
+        A cache damaged in place (e.g. zeroed offsets) is caught here, not as an IndexError
+        or silently wrong text in a DataLoader worker."""
+        def fail(message):
+            raise CorpusFormatError(f"corpus cache {where}: {message}")
+        images, sentences = len(self.img_ids), len(self.sent_image)
+        for name, length in (("img_store", images), ("img_row", images),
+                             ("img_captions", images), ("img_sent", images + 1),
+                             ("sent_source", sentences), ("piece_offsets", sentences + 1),
+                             ("label_offsets", sentences + 1),
+                             ("piece_pos", len(self.piece_ids)),
+                             ("label_score", len(self.label_ans))):
+            if len(getattr(self, name)) != length:
+                fail(f"{name}.npy has {len(getattr(self, name))} entries, expected {length}")
+        for name, total in (("img_sent", sentences), ("piece_offsets", len(self.piece_ids)),
+                            ("label_offsets", len(self.label_ans))):
+            offsets = np.asarray(getattr(self, name))
+            if offsets[0] != 0 or offsets[-1] != total or np.any(np.diff(offsets) < 0):
+                fail(f"{name}.npy is not a non-decreasing run of offsets from 0 to {total}")
+        for name, high in (("sent_image", images), ("sent_source", len(self.sources)),
+                           ("img_store", len(store_rows)), ("label_ans", num_answers),
+                           ("piece_ids", vocab_size)):
+            values = np.asarray(getattr(self, name))
+            if values.size and (values.min() < 0 or values.max() >= high):
+                fail(f"{name}.npy holds ids outside [0, {high}) (from {values.min()} to "
+                     f"{values.max()})")
+        for store, rows in enumerate(store_rows):
+            in_store = np.asarray(self.img_row)[np.asarray(self.img_store) == store]
+            if in_store.size and (in_store.min() < 0 or in_store.max() >= rows):
+                fail(f"img_row.npy points past the {rows} rows of feature store {store}")
+
     def save(self, path: Path) -> None:
         """A directory of .npy files (no pickle) plus meta.json, written under a temporary
-        name and renamed, so a reader never sees half of it."""
+        name and renamed, so a reader never sees half of it. A damaged cache at `path` (one
+        that `cached` could not use) is replaced; when another process saved first, its copy
+        is kept."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -146,8 +183,15 @@ class Corpus:
             {"version": CACHE_VERSION, "sources": self.sources, "qa_sources": self.qa_sources}))
         try:
             os.replace(tmp, path)
-        except OSError:  # another process saved it first
-            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError as err:
+            if not _is_cache_dir(path):
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise OSError(err.errno, f"{path} exists and is not a corpus cache (no "
+                                         f"meta.json); left as it is") from None
+            old = path.with_name(f".{path.name}.{os.getpid()}.old.tmp")
+            os.replace(path, old)  # the damaged cache (or a concurrent save's: equal)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
     def load(cls, path: Path) -> "Corpus":
@@ -286,15 +330,46 @@ def cache_key(files: Sequence[Path], extra: dict) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def cached(path: Optional[Path], build, what: str):
-    """Load the Corpus at `path`, or build and save it (atomically; any process may)."""
+def _is_cache_dir(path: Path) -> bool:
+    """A folder holding only what `Corpus.save` writes (its arrays and meta.json)."""
+    names = {f"{key}.npy" for key in Corpus.ARRAYS} | {"meta.json"}
+    try:
+        return path.is_dir() and all(p.is_file() and p.name in names for p in path.iterdir())
+    except OSError:
+        return False
+
+
+def remove_dead_temporaries(folder: Path, prefix: str) -> None:
+    """Remove what a killed build left next to its cache: `.<prefix>.<pid>.*tmp*` files and
+    folders of dead processes (folders only when they hold nothing but cache files)."""
+    for p in Path(folder).glob(f".{prefix}.*"):
+        parts = p.name[len(prefix) + 2:].split(".")
+        if len(parts) < 2 or not parts[0].isdigit() or "tmp" not in parts[1:]:
+            continue
+        if pid_alive(int(parts[0])):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            if _is_cache_dir(p):
+                shutil.rmtree(p, ignore_errors=True)
+                log.info("removed %s, left by an interrupted build", p)
+        elif p.is_file():
+            p.unlink(missing_ok=True)
+
+
+def cached(path: Optional[Path], build, what: str, check=None):
+    """Load the Corpus at `path` (and `check(corpus)` it), or build and save it (atomically;
+    any process may). A damaged cache is rebuilt and replaced."""
+    if path is not None:
+        remove_dead_temporaries(path.parent, path.name)
     if path is not None and (path / "meta.json").is_file():
         try:
             corpus = Corpus.load(path)
+            if check is not None:
+                check(corpus)
             log.info("%s: flattened index from %s", what, path)
             return corpus
-        except (OSError, ValueError, KeyError) as err:
-            log.warning("%s: unreadable cache %s (%s); rebuilding", what, path, err)
+        except (OSError, ValueError, KeyError, IndexError) as err:
+            log.warning("%s: unusable cache %s (%s); rebuilding it", what, path, err)
     corpus = build()
     if path is not None:
         try:
@@ -302,5 +377,6 @@ def cached(path: Optional[Path], build, what: str):
             corpus.save(path)
             log.info("%s: flattened index saved to %s", what, path)
         except OSError as err:
-            log.warning("%s: cannot save the index cache %s (%s)", what, path, err)
+            log.warning("%s: cannot save the index cache %s (%s); it is rebuilt next time",
+                        what, path, err)
     return corpus

@@ -21,7 +21,8 @@ from tasks.common.paths import DataRoot
 from tasks.common.readers import check_feature_dim, open_stores, split_list
 from tasks.common.task_dataset import TaskDataset
 from tasks.pretrain import text
-from tasks.pretrain.corpus import Corpus, build_corpus, cache_key, cached, read_corpus_json
+from tasks.pretrain.corpus import (Corpus, build_corpus, cache_key, cached, read_corpus_json,
+                                  remove_dead_temporaries)
 from tasks.pretrain.stage import StageConfig
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,10 @@ def load_corpus(root: DataRoot, names: str, tokenizer, answers, topk: Optional[i
                 lookup[record["img_id"]] = (owner, stores[owner].index_of(record["img_id"]))
         return build_corpus(records, lookup.get, tokenizer, answers, what)
 
-    corpus = cached(cache_dir / f"corpus-{key}", build, what)
+    rows = [s.num_rows for s in stores]
+    path = cache_dir / f"corpus-{key}"
+    corpus = cached(path, build, what, check=lambda c: c.check(path, len(answers),
+                                                                len(tokenizer.vocab), rows))
     log.info("%s: %d images, %d sentences (%s)", what, corpus.num_images,
              corpus.num_sentences, ", ".join(corpus.sources))
     return CorpusData(corpus, stores, cache_dir, key)
@@ -127,10 +131,16 @@ def phrase_table(data: CorpusData, sentences: np.ndarray, vocab: "Vocab",
     chunker = chunker or text.NounChunker()
     which = hashlib.sha1(np.ascontiguousarray(sentences, dtype=np.int64).tobytes()).hexdigest()[:8]
     path = data.cache_dir / f"phrases-{data.key}-{which}-{chunker.name.replace(':', '_')}.npz"
+    remove_dead_temporaries(path.parent, path.name)
     if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            if len(z["offsets"]) == corpus.num_sentences + 1:
-                return z["offsets"], z["bounds"]
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                offsets, bounds = z["offsets"], z["bounds"]
+            if phrases_fit(offsets, bounds, corpus):
+                return offsets, bounds
+            log.warning("noun chunks: %s does not fit the corpus; recomputing", path)
+        except (OSError, ValueError, KeyError) as err:
+            log.warning("noun chunks: %s is unreadable (%s); recomputing", path, err)
     wanted = np.zeros(corpus.num_sentences, dtype=bool)
     wanted[sentences] = True
     counts = np.zeros(corpus.num_sentences, dtype=np.int64)
@@ -160,6 +170,16 @@ def phrase_table(data: CorpusData, sentences: np.ndarray, vocab: "Vocab",
     log.info("noun chunks: %d phrases in %d sentences (%s)", len(bounds), len(todo),
              chunker.name)
     return offsets, bounds
+
+
+def phrases_fit(offsets: np.ndarray, bounds: np.ndarray, corpus: Corpus) -> bool:
+    """A cached noun-chunk table that can be read without an IndexError: offsets from 0 to
+    the number of spans, never decreasing, and each span a non-empty range of pieces."""
+    if offsets.shape != (corpus.num_sentences + 1,) or bounds.ndim != 2 or \
+            bounds.shape[1] != 2 or offsets[0] != 0 or offsets[-1] != len(bounds) or \
+            np.any(np.diff(offsets) < 0):
+        return False
+    return bool(len(bounds) == 0 or ((bounds[:, 0] >= 0) & (bounds[:, 0] < bounds[:, 1])).all())
 
 
 @dataclass
@@ -219,6 +239,14 @@ class PretrainDataset(TaskDataset):
     def set_epoch(self, epoch: int) -> None:
         if self.fixed_epoch is None:
             self.epoch = epoch
+
+    def fingerprint(self) -> str:
+        """sha1 of the selected sentences, their lengths in word pieces and the images."""
+        c = self.corpus
+        h = hashlib.sha1(np.ascontiguousarray(self.sentences).tobytes())
+        h.update(np.ascontiguousarray(c.piece_offsets).tobytes())
+        h.update("\n".join(map(str, c.img_ids)).encode("utf-8"))
+        return h.hexdigest()
 
     def __len__(self) -> int:
         return len(self.sentences)

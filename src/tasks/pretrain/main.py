@@ -22,15 +22,11 @@ from tasks.common.args import add_flag, base_parser, validate_args
 from tasks.common.runtime import setup_logging
 from tasks.common.settings import Settings, resolve_settings
 from tasks.common.trainer import run_task
-from tasks.pretrain.stage import (StageConfig, StageConfigError, load_stage_config,
-                                  stage_file_fields)
+from tasks.pretrain.stage import (RECIPE_FIELDS, StageConfig, StageConfigError,
+                                  load_stage_config, stage_file_fields)
 from tasks.pretrain.task import PretrainTask
 
 log = logging.getLogger(__name__)
-
-# the stage fields that are run settings: a stage file sets them between the defaults and the
-# command line
-RECIPE_FIELDS = ("batch_size", "lr", "epochs", "warmup", "train", "valid")
 
 
 def build_parser():
@@ -102,6 +98,7 @@ def resolve_stage(parser, argv) -> tuple[Settings, StageConfig]:
             stage.validate("--tasks")
         if args.visual_losses:
             apply_visual_losses(stage, args.visual_losses)
+            stage.check_trainable("--visualLosses")
     except StageConfigError as err:
         raise SystemExit(str(err)) from None
     return settings, stage

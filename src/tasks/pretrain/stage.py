@@ -19,11 +19,15 @@ Tasks:
 """
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
 from tasks.common.readers import DataFormatError, read_json
+
+log = logging.getLogger(__name__)
 
 TASKS = ("mlm", "obj", "ifrs", "itm", "itm_hs", "qa", "topic")
 LOSS_NAMES = ("mlm", "topic", "matched", "obj", "attr", "feat", "qa")  # LXRTPretraining order
@@ -35,6 +39,11 @@ TASK_LOSSES = {"mlm": ("mlm",), "obj": ("obj", "attr", "feat"), "ifrs": ("obj", 
 
 _RATES = ("word_mask_rate", "obj_mask_rate", "ifrs_rate", "itm_negative_rate",
           "hard_negative_fraction", "phrase_prob", "warmup", "span_geometric_p")
+
+
+# the stage fields that are run settings: a stage file sets them between the defaults and the
+# command line (tasks.common.settings), and the run's flags record them
+RECIPE_FIELDS = ("batch_size", "lr", "epochs", "warmup", "train", "valid")
 
 
 class StageConfigError(ValueError):
@@ -101,8 +110,9 @@ class StageConfig:
         for name, weight in self.loss_weights.items():
             if name not in LOSS_NAMES:
                 fail("loss_weights", f"unknown loss {name!r}; known: {list(LOSS_NAMES)}")
-            if not isinstance(weight, (int, float)) or weight < 0:
-                fail("loss_weights", f"{name}: expected a number >= 0, got {weight!r}")
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) \
+                    or not math.isfinite(weight) or weight < 0:
+                fail("loss_weights", f"{name}: expected a finite number >= 0, got {weight!r}")
         if self.text_unit not in TEXT_UNITS:
             fail("text_unit", f"expected one of {list(TEXT_UNITS)}, got {self.text_unit!r}")
         if self.masking not in MASKINGS:
@@ -121,8 +131,9 @@ class StageConfig:
                  f"expected true or false, got {self.negatives_unlike_captions!r}")
         if self.span_min > self.span_max:
             fail("span_min", f"{self.span_min} is larger than span_max {self.span_max}")
-        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
-            fail("lr", f"expected a positive number, got {self.lr!r}")
+        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) \
+                or not math.isfinite(self.lr) or self.lr <= 0:
+            fail("lr", f"expected a finite positive number, got {self.lr!r}")
         if not isinstance(self.train, str) or not self.train.strip():
             fail("train", "expected comma-separated corpus names, e.g. 'mscoco_train,vgnococo'")
         if not isinstance(self.valid, str):
@@ -132,7 +143,37 @@ class StageConfig:
                 or not all(isinstance(s, str) for s in self.sentence_sources)):
             fail("sentence_sources", "expected null or a list of source names (mscoco, vg, "
                                      "vqa, gqa, visual7w, or the groups captions, questions)")
+        self.check_trainable(where)
         return self
+
+    def idle_tasks(self) -> list[str]:
+        """The stage's tasks that can teach nothing: their loss weights are all 0, or the
+        rate that makes their labels is 0 (no masked token, masked region, swapped region
+        or ITM negative; no hard negative; no phrase)."""
+        weights = dict(zip(LOSS_NAMES, self.weights()))
+        idle = [t for t in self.tasks if not any(weights[loss] > 0 for loss in TASK_LOSSES[t])]
+        rates = {"mlm": "word_mask_rate", "obj": "obj_mask_rate", "ifrs": "ifrs_rate",
+                 "itm": "itm_negative_rate", "itm_hs": "hard_negative_fraction"}
+        idle += [t for t, rate in rates.items() if self.has(t) and getattr(self, rate) == 0
+                 and t not in idle]
+        return idle
+
+    def check_trainable(self, where: str = "stage config") -> None:
+        """Refuse a stage with no loss to train; warn about each task that is idle."""
+        if not any(w > 0 for w in self.weights()):
+            raise StageConfigError(f"{where}: key 'loss_weights': every loss of the tasks "
+                                   f"{self.tasks} has weight 0; nothing would be trained")
+        idle = self.idle_tasks()
+        if set(idle) >= set(self.tasks):
+            raise StageConfigError(f"{where}: every task ({', '.join(self.tasks)}) has weight "
+                                   f"0 or a rate of 0 that leaves it no labels; nothing would "
+                                   f"be trained")
+        for task in idle:
+            log.warning("%s: task %s can teach nothing (its loss weights or its rate are 0)",
+                        where, task)
+        if self.text_unit == "phrase" and self.phrase_prob == 0:
+            log.warning("%s: text_unit 'phrase' with phrase_prob 0: no example is a phrase",
+                        where)
 
 
 def load_stage_config(path) -> StageConfig:

@@ -3,15 +3,18 @@ validation loss as the score (lower is better), and checkpoints in the authors' 
 (`EpochNN_LXRT.pth`, `BEST_EVAL_LOSS_LXRT.pth`, `LAST_LXRT.pth`) written by the trainer."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from typing import Optional
 
+import numpy as np
 import torch
 
 from lxrt.loading import read_pretraining_answers
 from tasks.common.distributed import rank_zero_first
 from tasks.common.model_setup import MAX_SEQ_LENGTH
-from tasks.common.readers import check_feature_dim
+from tasks.common.readers import DataFormatError, check_feature_dim
 from tasks.common.task import CheckpointFiles, EvalResult, TaskBase
 from tasks.pretrain import neighbors
 from tasks.pretrain.data import (PretrainDataset, Vocab, load_corpus, phrase_table,
@@ -19,7 +22,7 @@ from tasks.pretrain.data import (PretrainDataset, Vocab, load_corpus, phrase_tab
 from tasks.pretrain.entry import PRETRAIN
 from tasks.pretrain.model import (authors_state_dict, build_pretraining_model, load_encoder,
                                   load_full)
-from tasks.pretrain.stage import LOSS_NAMES, StageConfig
+from tasks.pretrain.stage import LOSS_NAMES, RECIPE_FIELDS, StageConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,30 @@ def hits_and_counts(out, batch: dict, mlm_positions: torch.Tensor) -> dict:
         return {k: (h.sum().float(), n.sum().float()) for k, (h, n) in pairs.items()}
 
 
+def check_split(data, sentences: np.ndarray, stage: StageConfig, names: str,
+                topk: Optional[int]) -> None:
+    """A split the stage can use: some sentence of the selected sources with an image among
+    the features read, and with ITM sentences of two images at least (a negative is a
+    sentence of another image). Raised when the split is built, before the first step."""
+    corpus = data.corpus
+    read = (f"only the first {topk} images of each feature file are read, as --imageLimit, "
+            f"--tiny, --fast or, for a validation split, the stage's valid_images say" if topk
+            else "every image of the feature files is read")
+    files = ", ".join(str(s.store_dir) for s in data.stores)
+    where = f"pre-training split {names!r}"
+    if corpus.num_images == 0:
+        raise DataFormatError(f"{where} is empty: none of its images has features in "
+                              f"{files}; {read}")
+    if len(sentences) == 0:
+        raise DataFormatError(f"{where} has no sentence of the stage's sentence_sources "
+                              f"{stage.sentence_sources} (it has {corpus.sources})")
+    images = len(np.unique(corpus.sent_image[sentences]))
+    if stage.has("itm") and images < 2:
+        raise DataFormatError(f"{where}: ITM needs sentences of at least two images (a negative "
+                              f"is a sentence of another image); it has {images} image with "
+                              f"features in {files}; {read}")
+
+
 class PretrainTask(TaskBase):
     name = "pretrain"
     # the authors' file names and layout: --loadLXMERT OUTPUT/BEST_EVAL_LOSS fine-tunes from it
@@ -116,6 +143,7 @@ class PretrainTask(TaskBase):
                                cache_dir=args.pretrain_cache, feature_cache=args.feature_cache,
                                fp16=args.fp16_features)
             sentences = select_sentences(data.corpus, stage.sentence_sources)
+            check_split(data, sentences, stage, names, topk)
             check_feature_dim(data.stores, self.config.visual_feat_dim)
             nearest = phrases = None
             if stage.has("itm_hs"):
@@ -128,7 +156,12 @@ class PretrainTask(TaskBase):
                                nearest, phrases, fixed_epoch)
 
     def train_dataset(self):
+        """The training set; the validation split is built and checked with it, so an
+        unusable one stops the run before the first step (multi-GPU launchers: in
+        --prepareOnly, which calls this too)."""
         self._train = self._dataset(self.args.train, self._topk())
+        if self.args.valid:
+            self.valid_dataset()
         return self._train
 
     def valid_dataset(self) -> PretrainDataset:
@@ -203,5 +236,12 @@ class PretrainTask(TaskBase):
         return EvalResult(score=valid_loss, metrics=metrics)
 
     # ---- checkpoints ---------------------------------------------------------------------
+    def run_inputs(self) -> dict:
+        """The stage's content (its file may be edited in place between stop and resume),
+        apart from its recipe fields, which the run's flags record."""
+        content = {k: v for k, v in self.stage.to_dict().items() if k not in RECIPE_FIELDS}
+        stage = json.dumps(content, sort_keys=True).encode("utf-8")
+        return {"stage_sha1": hashlib.sha1(stage).hexdigest()}
+
     def checkpoint_state(self, model) -> dict:
         return authors_state_dict(model, self.config)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from lxrt.loading import load_lxmert_qa
 from tasks.common.readers import split_list
+from tasks.common.run_record import answers_record
 from tasks.common.task import EvalResult, TaskBase
 from tasks.qa.data import AnswerTable, load_qa_dataset
 from tasks.qa.model import QAModel
@@ -79,6 +80,7 @@ class QATask(TaskBase):
             except (FileNotFoundError, ValueError):
                 pass
         return {"num_answers": self.answers.num_answers,
+                **answers_record(self.answers.label2ans),  # the model's labels, by name
                 "ans2label": str(self.answers.ans2label_path.resolve()),
                 "label2ans": str(self.answers.label2ans_path.resolve()),
                 "feature_files": sorted(set(features))}
