@@ -8,6 +8,7 @@ INSTALL_REQUIRES = [
     "torch>=2.1",        # lxrt and tasks: the model, training and evaluation
     "numpy",             # tokenizer outputs, feature store, retrieval metrics
     "tokenizers>=0.15",  # lxrt.tokenization: the Rust WordPiece of the ASCII fast path
+    "safetensors",       # lxrt.folder: the weights of model folders (no pickle, memory-mapped)
     "tqdm",              # progress bars (training, evaluation, TSV conversion)
     "pillow",            # tools.extract_features and tools.attention_map: images
     "matplotlib",        # tools.plot_metrics: training curves (the easy-VQA job draws them)
@@ -26,6 +27,12 @@ EXTRAS_REQUIRE = {
     # tasks.pretrain: noun chunks for the phrase stage from spaCy (plus an English model such
     # as en_core_web_sm); without it a small rule-based chunker is used
     "phrases": ["spacy"],
+    # --tensorboard: torch.utils.tensorboard writes the event files with it
+    "tensorboard": ["tensorboard"],
+    # tools.demo: the web page
+    "demo": ["gradio"],
+    # tests/test_demo.py's real-browser test drives Debian's chromium + chromium-driver
+    "browser": ["selenium"],
 }
 
 setup(

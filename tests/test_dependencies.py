@@ -1,6 +1,6 @@
 """The declared dependencies match the imports: every module the code imports is the standard
 library, the project itself, or listed in setup.py; every listed package is used; and
-requirements.txt lists exactly what setup.py does (minus the opt-in `backbone` extra)."""
+requirements.txt lists exactly what setup.py does (minus the opt-in extras)."""
 from __future__ import annotations
 
 import ast
@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # import name -> distribution name, where the two differ
 DISTRIBUTION_OF = {"PIL": "pillow", "easy_vqa": "easy-vqa"}
-# extras that requirements.txt leaves to the user (they need a build matching torch)
-OPT_IN_EXTRAS = {"backbone", "phrases"}
+# extras that requirements.txt leaves to the user (a build matching torch, or optional parts
+# whose tests skip without them; .ci/run installs those)
+OPT_IN_EXTRAS = {"backbone", "phrases", "tensorboard", "demo", "browser"}
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 10),
                                 reason="sys.stdlib_module_names needs Python 3.10")

@@ -95,10 +95,16 @@ MEASUREMENT = re.compile(r"\d[\d,.]*\s*(?:samples/s|pairs/s|sentences/s|items/s|
                          r"|\b\d+\.\d+x\b|\b\d+\.\d+\s?%|\b\d+(?:\.\d+)? (?:min|minutes)\b")
 
 
+# sizes of the model and its tables, which any document may name
+CONSTANTS = {"30,522", "2,048", "3,129", "1,842", "9,500"}
+
+
 def figures_of(text: str) -> set:
     """The numbers of `text` precise enough to be a measurement (three significant digits or
-    more: 99.99, 87,530, 1.12), not a setting or a round count (0.1, 5,000)."""
-    return {n for n in NUMBER.findall(text) if len(re.sub(r"\D", "", n).strip("0")) >= 3}
+    more: 99.99, 87,530, 1.12), not a setting, a round count (0.1, 5,000) or a size of the
+    model (the vocabulary's 30,522 word pieces)."""
+    return {n for n in NUMBER.findall(text)
+            if len(re.sub(r"\D", "", n).strip("0")) >= 3 and n not in CONSTANTS}
 
 
 def test_every_measured_figure_lives_once_in_results_md():

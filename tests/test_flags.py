@@ -22,6 +22,8 @@ from tasks.retrieval.main import build_parser as retrieval_parser
 from tasks.retrieval.task import RetrievalTask
 from tasks.vqa.main import build_parser as vqa_parser
 from tasks.vqa.main import main as vqa_main
+from tools.demo import build_parser as demo_parser
+from tools.export import build_parser as export_parser
 from tools.predict import build_parser as predict_parser
 
 # every registered task's entry point, by folder
@@ -29,7 +31,7 @@ PARSERS = {entry.folder.rsplit(".", 1)[1]:
            importlib.import_module(entry.main).build_parser
            for entry in registry.entries().values()}
 # command-line tools beside the tasks: their documented flags follow the same alias rule
-TOOL_PARSERS = {"predict": predict_parser}
+TOOL_PARSERS = {"predict": predict_parser, "export": export_parser, "demo": demo_parser}
 
 
 # ------------------------------------------------------------------------------ values

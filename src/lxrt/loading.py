@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from lxrt.config import LXRTConfig
+from lxrt.folder import encoder_state, is_model_folder
 from lxrt.jsonfile import read_json
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ def pretrained_candidates(path: str | os.PathLike) -> list[Path]:
 
 
 def resolve_pretrained_path(path: str | os.PathLike) -> Path:
+    """The checkpoint file `--loadLXMERT P` means (a model folder is read by `_read_pretrained`
+    before this is asked)."""
     for candidate in pretrained_candidates(path):
         if candidate.is_file():
             return candidate
@@ -97,7 +100,8 @@ def resolve_finetuned_path(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(
         f"fine-tuned checkpoint not found for --load {path!r}; tried: "
         + ", ".join(str(c) for c in candidates)
-        + " (a BEST.pth/LAST.pth written by fine-tuning; pass it without .pth)")
+        + " (a BEST.pth/LAST.pth written by fine-tuning, passed without .pth, or a model "
+          "folder with a config.json)")
 
 
 def _check_checkpoint_magic(path: Path) -> None:
@@ -210,10 +214,11 @@ def check_and_load(module: nn.Module, state_dict: dict, source: str,
     if unexpected:
         problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}"
                         + (" ..." if len(unexpected) > 20 else ""))
-    for key in sorted(set(expected) & set(state_dict)):
-        if expected[key].shape != state_dict[key].shape:
-            problems.append(f"shape mismatch for {key}: expected {list(expected[key].shape)}, "
-                            f"found {list(state_dict[key].shape)}")
+    shapes = [f"shape mismatch for {key}: expected {list(expected[key].shape)}, found "
+              f"{list(state_dict[key].shape)}" for key in sorted(set(expected) & set(state_dict))
+              if expected[key].shape != state_dict[key].shape]
+    problems += shapes[:20] + ([f"... and {len(shapes) - 20} more shape mismatches"]
+                               if len(shapes) > 20 else [])
     if problems:
         raise CheckpointError(f"{source}: cannot load into {type(module).__name__}:\n  "
                               + "\n  ".join(problems))
@@ -224,6 +229,15 @@ def check_and_load(module: nn.Module, state_dict: dict, source: str,
 
 
 def _read_pretrained(path) -> tuple[Path, dict]:
+    """(file, state dict named as the pre-training checkpoint) of `--loadLXMERT P`: a file, or
+    a model folder (lxrt.folder) whose encoder is renamed to `bert.*`; the heads of another
+    model in a folder (a task model's answer head, say) are left unused."""
+    if is_model_folder(path):
+        state, other = encoder_state(path)
+        if other:
+            log.info("%s: using its encoder; %d tensors of its other heads are not used (%s)",
+                     path, len(other), _prefix_summary(other))
+        return Path(path), state
     file = resolve_pretrained_path(path)
     return file, strip_module_prefixes(read_state_dict(file))
 
@@ -337,9 +351,14 @@ def load_itm_head(task_model: nn.Module, path, config: Optional[LXRTConfig] = No
     return report
 
 
-def load_finetuned(task_model: nn.Module, path, config: LXRTConfig) -> LoadReport:
+def load_finetuned(task_model: nn.Module, path, config: LXRTConfig,
+                   labels: Optional[Sequence[str]] = None) -> LoadReport:
     """`--load X`: a whole fine-tuned task model from X.pth (ours or the authors', with or
-    without DataParallel `module.` segments), strictly."""
+    without DataParallel `module.` segments), or from the model folder X (whose config must
+    describe `task_model`, and whose labels must be `labels` when given), strictly."""
+    if is_model_folder(path):
+        from lxrt.pretrained import load_folder_into  # lxrt.pretrained imports this module
+        return load_folder_into(task_model, path, labels)
     file = resolve_finetuned_path(path)
     state = from_authors_layout(strip_module_prefixes(read_state_dict(file)), config)
     report = check_and_load(task_model, state, str(file))

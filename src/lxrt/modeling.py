@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lxrt.config import LXRTConfig
+from lxrt.pretrained import PretrainedModel
 
 # The authors' mask value; exp(-10000) underflows to 0 in fp32/bf16/fp16 alike.
 MASK_VALUE = -10000.0
@@ -426,8 +427,13 @@ class LXRTFeatureExtraction(nn.Module):
         return self.bert(*args, **kwargs)
 
 
-class LXRTEncoder(nn.Module):
+class LXRTEncoder(nn.Module, PretrainedModel):
     """What task models hold as `self.lxrt_encoder`: ids + regions -> pooled output [B, H]."""
+    intended_use = ("The encoder alone: a question or caption and an image's region features "
+                    "in, the pooled joint vector out. Start a task from it (`--loadLXMERT "
+                    "FOLDER`) or read its features.")
+    limitations = ("No task head: it answers nothing by itself. Region features must come "
+                   "from the extractor the encoder was trained with.")
 
     def __init__(self, config: LXRTConfig):
         super().__init__()
@@ -535,8 +541,14 @@ class BertVisualAnswerHead(nn.Module):
         return self.logit_fc(pooled)
 
 
-class LXRTPretraining(nn.Module):
+class LXRTPretraining(nn.Module, PretrainedModel):
     """The authors' pre-training model with every head (MLM, topic, ITM, obj/attr/feat, QA)."""
+    intended_use = ("The pre-trained model with every pre-training head: fine-tune a task from "
+                    "it (`--loadLXMERT FOLDER`, or `--loadLXMERTQA FOLDER` to start the "
+                    "VQA/GQA answer head or the retrieval head from its QA and matching heads), "
+                    "continue pre-training (`--init FOLDER`), or score image-text matching.")
+    limitations = ("Not fine-tuned for any task. Region features must come from the extractor "
+                   "it was pre-trained with (36 bottom-up-attention regions for LXMERT's data).")
 
     def __init__(self, config: LXRTConfig, visual_losses=("obj", "attr", "feat")):
         super().__init__()
@@ -546,6 +558,9 @@ class LXRTPretraining(nn.Module):
         self.obj_predict_head = BertVisualObjHead(config, visual_losses)
         self.answer_head = BertVisualAnswerHead(config, config.num_qa_labels)
         self.apply(lambda m: init_bert_weights(m, config.initializer_range))
+
+    def pretrained_args(self) -> dict:
+        return {"visual_losses": list(self.obj_predict_head.visual_losses)}
 
     def forward(self, input_ids, token_position, attention_mask, visual_feats, visual_pos,
                 token_type_ids=None, labels: Optional[dict] = None,

@@ -151,9 +151,9 @@ def _token_panel(maps: AttentionMaps) -> Image.Image:
     return panel
 
 
-def draw_attention(image, maps: AttentionMaps, path) -> Image.Image:
-    """Write the picture to `path` (PNG) and return it: (PANEL + TEXT_WIDTH) x (PANEL +
-    CAPTION) pixels."""
+def draw_attention(image, maps: AttentionMaps, path=None) -> Image.Image:
+    """Write the picture to `path` (PNG; None: do not write) and return it: (PANEL +
+    TEXT_WIDTH) x (PANEL + CAPTION) pixels."""
     out = Image.new("RGB", (PANEL + TEXT_WIDTH, PANEL + CAPTION), (255, 255, 255))
     out.paste(_image_panel(image, maps), (0, 0))
     out.paste(_token_panel(maps), (PANEL, 0))
@@ -168,5 +168,6 @@ def draw_attention(image, maps: AttentionMaps, path) -> Image.Image:
              f"{len(maps.region_weights)} regions)"]
     for i, line in enumerate(lines):
         draw.text((6, PANEL + 4 + 19 * i), line, fill=(0, 0, 0), font=font)
-    out.save(path)
+    if path is not None:
+        out.save(path)
     return out

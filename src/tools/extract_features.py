@@ -546,7 +546,9 @@ class ImageFeaturizer:
     """Describes one image file exactly as `extract_to_tsv` described the training images,
     from the sidecar written next to their TSV."""
 
-    def __init__(self, sidecar: str | os.PathLike):
+    def __init__(self, sidecar: str | os.PathLike, weights: str | os.PathLike | None = None):
+        """`weights`: the extractor's weights file on this machine, when the path the record
+        names is not (a backbone's or a detector's)."""
         sidecar = Path(sidecar)
         if not sidecar.is_file():
             raise FileNotFoundError(
@@ -555,6 +557,8 @@ class ImageFeaturizer:
         with np.load(sidecar, allow_pickle=False) as z:
             s = {k[len("setting_"):]: z[k].item() for k in z.files if k.startswith("setting_")}
             standardize = (z["mean"], z["std"]) if "mean" in z.files else None
+        if weights:
+            s["weights"] = str(weights)
         self.settings, self.sidecar = s, sidecar
         if s["mode"] == "handcrafted":
             self.extractor = HandcraftedExtractor(s["grid"], s["dim"], s["projection"],

@@ -29,7 +29,11 @@ from tools.predictor import NORMALISATIONS, Predictor, PredictorError
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.predict",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--load", required=True, help="checkpoint without .pth: snap/TASK/NAME/BEST")
+    p.add_argument("--load", required=True, help="checkpoint without .pth (snap/TASK/NAME/BEST) "
+                                                 "or a model folder (tools.export)")
+    p.add_argument("--extractorWeights", "--extractor-weights", dest="extractor_weights",
+                   help="weights of the extractor the model's features came from, on this "
+                        "machine, for --image when the path its record names is not here")
     p.add_argument("--image", action="append", default=[], help="image file (twice for NLVR2)")
     p.add_argument("--features", help="feature TSV (or converted .store) for --imgId/--caption")
     p.add_argument("--imgId", "--img-id", dest="img_ids", action="append", default=[],
@@ -87,7 +91,7 @@ def images(predictor: Predictor, args, count: int) -> list:
 
 def run(args) -> dict:
     """Everything the command prints, as one dict (also what --json prints)."""
-    predictor = Predictor.from_run(args.load, args.device)
+    predictor = Predictor.from_run(args.load, args.device, args.extractor_weights)
     task, mode = predictor.task, predictor.mode
     if args.attention and mode != "answers":
         raise PredictorError(f"--attention draws one image's regions for a question: models "

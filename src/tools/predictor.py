@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from lxrt.config import LXRTConfig
+from lxrt.folder import VOCAB_NAME, FolderError, is_model_folder, read_folder_config
 from lxrt.loading import load_finetuned, resolve_finetuned_path
 from lxrt.tokenization import LXRTTokenizer
 from tasks.common import registry
@@ -105,16 +106,43 @@ def read_run_info(load: str | os.PathLike) -> tuple[Path, dict]:
     return checkpoint, task_info
 
 
+EXTRACTOR_RECORD = "extractor.npz"  # a model folder's copy of its features' extractor record
+
+
+def read_folder_info(folder: str | os.PathLike) -> dict:
+    """What `read_run_info` gives for a run, from a model folder's config.json: the task,
+    sizes, vocabulary, answers (labels) and the extractor record copied into the folder."""
+    try:
+        config = read_folder_config(folder)
+    except FolderError as err:
+        raise PredictorError(str(err)) from None
+    folder = Path(folder)
+    info = {"task": config.task, "model_config": config.model_config,
+            "vocab_file": str(folder / VOCAB_NAME), "labels": config.labels,
+            **config.model_args}
+    if (folder / EXTRACTOR_RECORD).is_file():
+        info["extractor_record"] = str(folder / EXTRACTOR_RECORD)
+    return info
+
+
+def extractor_records(task_info: dict) -> list[Path]:
+    """Where the record of how the model's features were extracted may be."""
+    from tools.extract_features import sidecar_path
+    if task_info.get("extractor_record"):
+        return [Path(task_info["extractor_record"])]
+    return [sidecar_path(f) for f in task_info.get("feature_files", [])]
+
+
 def task_entry(task: str, info_path: Path | str = "run_info.json") -> registry.TaskEntry:
     """The registry entry of a run's task; a task tools.predict cannot question is an error."""
     try:
         entry = registry.get(task)
     except registry.UnknownTaskError as err:
         raise PredictorError(f"{info_path}: {err}") from None
-    if entry.build_model is None or entry.predict is None:
-        raise PredictorError(f"{info_path}: a {task} model cannot be questioned by "
-                             f"tools.predict; it questions "
-                             f"{sorted(n for n, e in registry.entries().items() if e.predict)}")
+    if entry.build_model is None:
+        raise PredictorError(f"{info_path}: a {task} model cannot be built by tools.predict; "
+                             f"it builds "
+                             f"{sorted(n for n, e in registry.entries().items() if e.build_model)}")
     return entry
 
 
@@ -187,23 +215,55 @@ def trained_answers(task_info: dict, info_path: Path) -> list[str]:
 
 class Predictor:
     def __init__(self, model: torch.nn.Module, task_info: dict, tokenizer: LXRTTokenizer,
-                 device: torch.device, checkpoint: Path, answers: Optional[list] = None):
+                 device: torch.device, checkpoint: Path, answers: Optional[list] = None,
+                 extractor_weights=None):
         self.model, self.task_info, self.tokenizer = model.eval(), task_info, tokenizer
         self.task, self.device, self.checkpoint = task_info["task"], device, checkpoint
         self.entry = task_entry(self.task)
         self.mode, self.num_images = self.entry.predict, self.entry.num_images
-        self.answers = answers
-        if self.mode == "answers" and answers is None:
-            self.answers = trained_answers(task_info, checkpoint.parent / "run_info.json")
-        self.class_names = list(task_info.get("class_names", []))
+        self.extractor_weights = extractor_weights
+        self._featurizer = None
+        self.answers = None
+        if self.mode == "answers":
+            self.answers = answers if answers is not None else \
+                trained_answers(task_info, checkpoint.parent / "run_info.json")
+        # a run records its class names, a model folder its labels
+        names = task_info.get("class_names") or task_info.get("labels")
+        self.class_names = list(names) if self.mode == "classify" and names else []
+
+    @property
+    def labels(self) -> Optional[list]:
+        """What each output of the model's head means (the answers of a VQA/GQA model, the
+        classes of a classifying one)."""
+        if self.answers is not None:
+            return list(self.answers)
+        fixed = getattr(self.model, "default_labels", None)
+        return list(fixed) if fixed else (list(self.class_names) or None)
 
     @classmethod
-    def from_run(cls, load: str | os.PathLike, device: str = "cpu") -> "Predictor":
+    def from_run(cls, load: str | os.PathLike, device: str = "cpu",
+                 extractor_weights: str | os.PathLike | None = None) -> "Predictor":
+        """`load`: a run's checkpoint (snap/TASK/NAME/BEST, with its run_info.json) or a model
+        folder (tools.export). `extractor_weights`: the weights file of the extractor the
+        model's features came from (a backbone, or the detector) on this machine, for
+        `image_from_file` when the path its record names is not here."""
+        if is_model_folder(load):
+            folder = Path(load)
+            task_info = read_folder_info(folder)
+            return cls.from_task_info(folder, task_info, folder / "config.json", device,
+                                      extractor_weights, task_info.get("labels"))
         checkpoint, task_info = read_run_info(load)
         info_path = checkpoint.parent / "run_info.json"
         check_vocabulary(task_info, info_path)
-        answers = (trained_answers(task_info, info_path)
-                   if task_entry(task_info["task"], info_path).predict == "answers" else None)
+        return cls.from_task_info(checkpoint, task_info, info_path, device, extractor_weights)
+
+    @classmethod
+    def from_task_info(cls, checkpoint: Path, task_info: dict, where, device: str = "cpu",
+                       extractor_weights=None, answers: Optional[list] = None) -> "Predictor":
+        """The model of `task_info` (recorded in `where`) with the weights of `checkpoint`;
+        a VQA/GQA model's `answers` default to those its run recorded."""
+        if task_entry(task_info["task"], where).predict == "answers" and answers is None:
+            answers = trained_answers(task_info, Path(where))
         config = LXRTConfig.from_dict(task_info["model_config"])
         model = build_task_model(task_info["task"], config, task_info)
         try:
@@ -211,31 +271,43 @@ class Predictor:
         except (RuntimeError, ValueError, KeyError) as err:
             raise PredictorError(
                 f"{checkpoint} does not fit the {task_info['task']} model of sizes "
-                f"{_sizes(config)} recorded in {checkpoint.parent / 'run_info.json'} (a "
-                f"checkpoint of another task or size?): {err}") from None
+                f"{_sizes(config)} recorded in {where} (a checkpoint of another task or "
+                f"size?): {err}") from None
         try:
             device = resolve_device(device)
         except SystemExit as err:
             raise PredictorError(str(err)) from None
         tokenizer = LXRTTokenizer(task_info["vocab_file"], MAX_SEQ_LENGTH)
-        return cls(model.to(device), task_info, tokenizer, device, checkpoint, answers)
+        return cls(model.to(device), task_info, tokenizer, device, checkpoint, answers,
+                   extractor_weights)
 
     # ---- images ---------------------------------------------------------------------------
 
+    def extractor_record(self) -> Optional[Path]:
+        """The record of how the model's features were extracted, if it is on this machine."""
+        return next((s for s in extractor_records(self.task_info) if s.is_file()), None)
+
+    def featurizer(self):
+        """Describes an image file as the model's features were (built once, on first use)."""
+        from tools.extract_features import ImageFeaturizer
+        if self._featurizer is None:
+            record = self.extractor_record()
+            if record is None:
+                records = [str(s) for s in extractor_records(self.task_info)]
+                raise PredictorError(
+                    f"--image needs the record of how this model's features were extracted "
+                    f"(<features>.extractor.npz, written by tools.extract_features / "
+                    f"tools.easyvqa; {EXTRACTOR_RECORD} in a model folder); none at "
+                    f"{records or 'the run (no feature files)'}. Without it: use --features "
+                    f"FILE --imgId ID")
+            self._featurizer = ImageFeaturizer(record, self.extractor_weights)
+        return self._featurizer
+
     def image_from_file(self, path: str | os.PathLike) -> ImageInput:
         """Describe an image file with the extractor the run's features were made with."""
-        from tools.extract_features import ImageFeaturizer, sidecar_path
         if not Path(path).is_file():
             raise PredictorError(f"--image {path}: no such file")
-        sidecars = [sidecar_path(f) for f in self.task_info.get("feature_files", [])]
-        found = [s for s in sidecars if s.is_file()]
-        if not found:
-            raise PredictorError(
-                f"--image needs the record of how this run's features were extracted "
-                f"(<features>.extractor.npz, written by tools.extract_features / tools.easyvqa);"
-                f" none next to {[str(s) for s in sidecars] or 'the run (no feature files)'}. "
-                f"Detector features cannot be recomputed here: use --features FILE --imgId ID")
-        row = ImageFeaturizer(found[0])(path)
+        row = self.featurizer()(path)
         return ImageInput(str(Path(path).stem), row.features,
                           normalise_boxes(row.boxes, row.img_h, row.img_w), row.img_h,
                           row.img_w, str(path))

@@ -112,6 +112,10 @@ def base_parser(description: str, epochs: int) -> argparse.ArgumentParser:
     add_flag(g, "--stopAfterSteps", dest="stop_after_steps", type=int, default=0,
              help="stop (as if interrupted) after N optimizer steps, resume state written")
     add_flag(g, "--tqdm", action="store_true", help="progress bar (on by default on a terminal)")
+    add_flag(g, "--tensorboard", action="store_true",
+             help="write TensorBoard curves to OUTPUT/tensorboard (needs the tensorboard extra)")
+    add_flag(g, "--tensorboardEvery", dest="tensorboard_every", type=int, default=50,
+             help="with --tensorboard: loss, lr, samples/s and gradient norm every N steps")
     add_flag(g, "--multiGPU", dest="multi_gpu", action="store_true",
              help="accepted for compatibility; give several GPU ids to the launcher for DDP")
     return p
@@ -137,6 +141,7 @@ _NUMERIC_CHECKS = (
     ("checkpoint_every", "--checkpointEvery", 0, True,
      "0 (at epoch ends only) or a positive number of steps"),
     ("stop_after_steps", "--stopAfterSteps", 0, True, "0 (off) or a positive number of steps"),
+    ("tensorboard_every", "--tensorboardEvery", 1, True, "a positive number of steps"),
     ("pairs_per_forward", "--pairsPerForward", 1, True, "a positive number of pairs"),
     ("valid_images", "--validImages", 1, True, "a positive number of images"),
     ("authors_scoring", "--authorsScoring", 0, True,

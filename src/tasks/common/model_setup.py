@@ -31,10 +31,12 @@ def model_run_info(task: str, config: LXRTConfig, tokenizer) -> dict:
             **vocab_record(tokenizer.vocab_file)}
 
 
-def load_task_weights(args, model, config: LXRTConfig, load_head=None) -> None:
+def load_task_weights(args, model, config: LXRTConfig, load_head=None, labels=None) -> None:
     """The weight flags in the authors' order, for any task model holding `lxrt_encoder`:
     --fromScratch (re-initialise the encoder), --loadLXMERT (encoder), --loadLXMERTQA (encoder
-    plus the task's pre-trained head through `load_head(model, path)`), --load (whole model).
+    plus the task's pre-trained head through `load_head(model, path)`), --load (whole model;
+    a model folder's labels must be `labels` when given).
+    Each of them takes a file or a model folder (lxrt.folder).
     The authors' BERT-tarball start is not available offline: no flag means a random start."""
     if args.from_scratch:
         model.lxrt_encoder.apply(lambda m: init_bert_weights(m, config.initializer_range))
@@ -49,4 +51,4 @@ def load_task_weights(args, model, config: LXRTConfig, load_head=None) -> None:
                              "use --loadLXMERT")
         load_head(model, args.load_lxmert_qa)
     if args.load:
-        load_finetuned(model, args.load, config)
+        load_finetuned(model, args.load, config, labels)

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from lxrt.folder import VOCAB_NAME, is_model_folder, read_folder_config
 from lxrt.loading import resolve_finetuned_path, resolve_pretrained_path
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,16 @@ def recorded_task_info(checkpoint: Path) -> Optional[dict]:
     return task_info if isinstance(task_info, dict) else None
 
 
+def folder_record(folder, whole_model: bool) -> dict:
+    """What a model folder records of its inputs: its vocabulary, and (when the whole model is
+    loaded, answer head included) the answers its outputs name."""
+    config = read_folder_config(folder)
+    record = vocab_record(Path(folder) / VOCAB_NAME)
+    if whole_model and config.labels is not None:
+        record["answers"] = config.labels
+    return record
+
+
 def first_difference(trained: Sequence[str], now: Sequence[str]) -> str:
     for k, (a, b) in enumerate(zip(trained, now)):
         if a != b:
@@ -92,11 +103,14 @@ def check_loaded_runs(args, current: dict,
         value = getattr(args, dest, None)
         if not value:
             continue
-        try:
-            checkpoint = resolve(value)
-        except (FileNotFoundError, OSError, ValueError):
-            continue  # the loader reports a missing file itself
-        recorded = recorded_task_info(checkpoint)
+        if is_model_folder(value):  # a model folder carries its vocabulary and labels
+            checkpoint, recorded = Path(value), folder_record(value, whole_model=dest == "load")
+        else:
+            try:
+                checkpoint = resolve(value)
+            except (FileNotFoundError, OSError, ValueError):
+                continue  # the loader reports a missing file itself
+            recorded = recorded_task_info(checkpoint)
         if recorded is None:
             continue
         for problem in differences(recorded, current):

@@ -9,6 +9,7 @@ import os
 import platform
 import random
 import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -145,3 +146,11 @@ def library_versions() -> dict:
 
 def gpu_name(device: torch.device) -> Optional[str]:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else None
+
+
+def entry_point() -> Optional[str]:
+    """`python -m tasks.X.main` when this process was started as one of the task entry points
+    (the command a model card repeats), else None (e.g. main(argv) called from Python)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = spec.name if spec is not None else ""
+    return f"python -m {name}" if name.startswith("tasks.") else None

@@ -166,8 +166,13 @@ class TaskBase(Task):
 
     # ---- model, weights and run info ----------------------------------------------------------
 
+    def labels(self) -> Optional[list]:
+        """What the model's outputs mean, when a model folder given to --load must agree
+        (VQA/GQA: the answer table); None: not checked."""
+        return None
+
     def load_weights(self, model) -> None:
-        load_task_weights(self.args, model, self.config, self.load_head)
+        load_task_weights(self.args, model, self.config, self.load_head, labels=self.labels())
 
     def task_info(self) -> dict:
         """What this task's predictor needs besides the model sizes and vocabulary."""

@@ -15,6 +15,7 @@ task may name its stats as it likes."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -44,10 +45,11 @@ from tasks.common.resume import (RESUME_FORMAT, check_same_run, epoch_stats_to_p
                                  rng_state, set_rng_state)
 from tasks.common.run_folder import RunLock, append_metrics, start_metrics_section
 from tasks.common.run_record import check_loaded_runs
-from tasks.common.runtime import (compile_module, default_num_workers, git_commit, gpu_name,
-                                  library_versions, mark_step_if_graphed, progress,
+from tasks.common.runtime import (compile_module, default_num_workers, entry_point, git_commit,
+                                  gpu_name, library_versions, mark_step_if_graphed, progress,
                                   resolve_device, seed_everything, setup_logging)
 from tasks.common.sampler import EpochSampler, training_sampler
+from tasks.common.scalar_log import scalar_log
 from tasks.common.settings import Settings, parse_settings
 from tasks.common.task_dataset import TaskDataset
 
@@ -169,6 +171,7 @@ class Trainer:
         if self.num_workers is None:
             self.num_workers = default_num_workers(self.device)
             log.info("data loading: %d workers per process", self.num_workers)
+        self.scalars = scalar_log(args, self.output, self.is_main)  # --tensorboard
 
     # ---- device and loaders -------------------------------------------------------------
 
@@ -317,11 +320,11 @@ class Trainer:
                 task_stats[key] = task_stats.get(key, 0) + value.detach()
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(params, self.args.clip_norm)
+            self.grad_norm = nn.utils.clip_grad_norm_(params, self.args.clip_norm)
             self.scaler.step(optimizer)
             self.scaler.update()
         else:
-            nn.utils.clip_grad_norm_(params, self.args.clip_norm)
+            self.grad_norm = nn.utils.clip_grad_norm_(params, self.args.clip_norm)
             optimizer.step()
         return loss_sum / len(parts) if len(parts) > 1 else loss_sum, task_stats
 
@@ -344,6 +347,9 @@ class Trainer:
             watch.update(loss, totals.steps, batch.get("index"))
             state.add_step(loss, task_stats, self.args.batch_size)
             totals.seconds = seconds_before + time.time() - started
+            if self.scalars.wants_step(state.global_step):
+                self.scalars.log_step(state.global_step, loss.item(), optimizer.get_lr()[0],
+                                      self.grad_norm.item(), totals.samples, totals.seconds)
             if self._after_step(model, optimizer, state, watch, bar, done_here):
                 return True
         watch.check(self.dist, state.epoch, state.global_step - totals.steps)
@@ -432,6 +438,7 @@ class Trainer:
             with open(self.output / "log.log", "a") as handle:
                 handle.write("\n" + "\n".join(lines) + "\n")
             append_metrics(self.output, record)
+            self.scalars.log_epoch(record)
         for line in lines:
             log.info(line)
         state.start_epoch(epoch + 1)
@@ -485,15 +492,19 @@ class Trainer:
         (`sources`: default, a recipe, the command line), versions, device, task info."""
         if not self.is_main:
             return
-        info = {"argv": list(argv), "args": vars(self.args), "sources": sources or {},
-                "git_commit": git_commit(),
+        info = {"argv": list(argv), "entry_point": entry_point(), "args": vars(self.args),
+                "sources": sources or {}, "git_commit": git_commit(),
                 "versions": library_versions(), "device": str(self.device),
                 "world_size": self.dist.world_size, "host": platform.node(),
-                "cuda": gpu_name(self.device), "task_info": self.task.run_info()}
+                "cuda": gpu_name(self.device),
+                "checkpoint_files": dataclasses.asdict(self.task.checkpoint_files),
+                "task_info": self.task.run_info()}
         atomic_write_json(self.output / "run_info.json", info, indent=2, default=str)
         start_metrics_section(self.output, argv, bool(self.args.resume))
 
     def close(self) -> None:
+        if hasattr(self, "scalars"):
+            self.scalars.close()
         distributed.shutdown(self.dist)
         if self.lock is not None:
             self.lock.release()

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from tasks.common.registry import LXMERT_DOWNLOADS, DataFile, TaskEntry
 
+
+def build_model(config, task_info):
+    """The pre-training model, every head (tools.export writes it as a model folder)."""
+    from lxrt.modeling import LXRTPretraining
+    return LXRTPretraining(config)
+
+
 PRETRAIN = TaskEntry(
     name="pretrain", folder="tasks.pretrain",
     files={
@@ -16,6 +23,7 @@ PRETRAIN = TaskEntry(
                             shipped="lxmert/all_ans.json"),
     },
     tiny_images=500,  # LXMERT's --tiny / --fast image counts per feature file
+    build_model=build_model,
 )
 
 ENTRIES = (PRETRAIN,)

@@ -12,10 +12,12 @@ import logging
 from torch import nn
 
 from lxrt.config import LXRTConfig
+from lxrt.folder import is_model_folder
 from lxrt.loading import (LoadReport, check_and_load, from_authors_layout, load_pretrained_encoder,
                           read_state_dict, resolve_pretrained_path, strip_module_prefixes,
                           to_authors_layout)
 from lxrt.modeling import LXRTPretraining
+from lxrt.pretrained import load_folder_into
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,10 @@ def build_pretraining_model(config: LXRTConfig, num_answers: int) -> LXRTPretrai
 
 
 def load_full(model: LXRTPretraining, path) -> LoadReport:
-    """`--init P`: every weight, heads included, from P_LXRT.pth / P (strict): the previous
-    stage's LAST_LXRT.pth when stages chain."""
+    """`--init P`: every weight, heads included, from P_LXRT.pth / P or the model folder P
+    (strict): the previous stage's LAST_LXRT.pth when stages chain."""
+    if is_model_folder(path):
+        return load_folder_into(model, path)
     file = resolve_pretrained_path(path)
     state = from_authors_layout(strip_module_prefixes(read_state_dict(file)), model.config)
     report = check_and_load(model, state, str(file))

@@ -69,6 +69,9 @@ class QATask(TaskBase):
         load_lxmert_qa(model, path, self.answers.label2ans, self.root.path("pretrain", "answers"),
                        self.config)
 
+    def labels(self) -> list:
+        return self.answers.label2ans
+
     def task_info(self) -> dict:
         """For tools.predict: the answer table and the splits' features (whose
         `.extractor.npz` record, when present, says how to describe a new image)."""
