@@ -84,7 +84,6 @@ def read_records(path: str | Path, what: str, required: Sequence[str]) -> list[d
     return data
 
 
-
 def read_json_lines(path: str | Path, what: str, required: Sequence[str]) -> list[dict]:
     """A JSON-lines file of objects that each have the `required` keys (blank lines are
     skipped); errors name the file, the line and the key."""

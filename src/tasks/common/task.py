@@ -109,7 +109,6 @@ class Task:
         return {}
 
 
-
 class TaskBase(Task):
     """The shared skeleton of a task on the LXMERT-S encoder (see the module docstring)."""
     test_aliases: dict = {}   # a --test spelling -> the split it means (GQA: test -> submit)

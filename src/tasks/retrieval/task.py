@@ -27,8 +27,8 @@ from tasks.common.task import EvalResult, TaskBase
 from tasks.retrieval.data import (PAIRS_PER_CAPTION, RetrievalTrainDataset, SplitLoader,
                                   check_split_disjoint)
 from tasks.retrieval.evaluate import (DIRECTION_PROTOCOLS, DeviceSplit, EvalOptions,
-                                      default_pairs_per_forward, eval_log_lines, evaluate_split, format_metrics,
-                                      mean_recall, write_outputs)
+                                      default_pairs_per_forward, eval_log_lines, evaluate_split,
+                                      format_metrics, mean_recall, write_outputs)
 from tasks.retrieval.model import RetrievalModel
 
 log = logging.getLogger(__name__)
