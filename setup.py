@@ -8,7 +8,7 @@ INSTALL_REQUIRES = [
     "torch>=2.1",        # lxrt and tasks: the model, training and evaluation
     "numpy",             # tokenizer outputs, feature store, retrieval metrics
     "tokenizers>=0.15",  # lxrt.tokenization: the Rust WordPiece of the ASCII fast path
-    "safetensors",       # lxrt.folder: the weights of model folders (no pickle, memory-mapped)
+    "safetensors",       # lxrt.folder and butd.weights: model folders' and the detector's weights
     "tqdm",              # progress bars (training, evaluation, TSV conversion)
     "pillow",            # tools.extract_features and tools.attention_map: images
     "matplotlib",        # tools.plot_metrics: training curves (the easy-VQA job draws them)
@@ -41,6 +41,7 @@ setup(
     description="A faithful, fast PyTorch reproduction of LXMERT-S (Liu, Feng, Wang, ACL 2021)",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    package_data={"butd": ["data/*.txt"]},   # the Visual Genome object/attribute names
     python_requires=">=3.9",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -8,13 +8,14 @@
 #                                     # profile, retrieval scoring at Flickr30k size, GQA/NLVR2
 #                                     # training samples/s at full size on generated data
 #   bash bench/gpu_check.sh easyvqa   # easy-VQA at the full configuration: fast vs faithful
-#   bash bench/gpu_check.sh           # both
+#   bash bench/gpu_check.sh detector  # the bottom-up-attention detector: pictures/s at 600x1000
+#   bash bench/gpu_check.sh           # all three
 # It prints each benchmark's table and a one-line summary per run, and writes to
 # ${OUT:-bench/results/gpu}: summary.txt, gpu.txt, speed.json, speed_profile.txt,
-# retrieval.json and gpu_check_logs.tar.gz (every log and metrics file of the runs).
+# retrieval.json, detector.json and gpu_check_logs.tar.gz (every log and metrics file of the runs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-parts="${1:-speed easyvqa}"
+parts="${1:-speed easyvqa detector}"
 want() { [[ " $parts " == *" $1 "* ]]; }
 final="${OUT:-bench/results/gpu}"; mkdir -p "$final"
 out=$(mktemp -d)   # everything is written here; a few small files are copied to $final at the end
@@ -58,9 +59,17 @@ for mode in fast faithful; do
 done
 fi
 
+if want detector; then
+# 5. the detector (VG Faster R-CNN, default-initialised weights: speed does not depend on them),
+#    one 600x1000 picture at a time: NCHW and all regions at once vs channels-last in chunks
+timeout 300 python bench/bench_detector.py --device cuda --images 20 \
+    --out "$out/detector.json" 2>&1 | tee "$out/detector.log"
+echo "detector: $(grep -E 'pictures per second' "$out/detector.log")" | tee -a "$out/summary.txt"
+fi
+
 # the summary and the benchmark JSONs, and every small log and metrics file in one archive
 cp "$out/summary.txt" "$out/gpu.txt" "$out/speed.json" "$out/speed_profile.txt" \
-   "$out/retrieval.json" "$final/" 2>/dev/null
+   "$out/retrieval.json" "$out/detector.json" "$final/" 2>/dev/null
 (cd "$out" && find . \( -name '*.log' -o -name '*.json' -o -name '*.jsonl' -o -name '*.txt' \) \
     -size -2M -print0 | tar -czf "$final/gpu_check_logs.tar.gz" --null -T -)
 ls -la "$final"

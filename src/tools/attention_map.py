@@ -10,8 +10,8 @@ path; the normal predictions stay on SDPA) and takes, from one cross-modality la
 * regions -> text: the attention of the visual [CLS] over the question's word pieces.
 
 `draw_attention` shades the image's regions (grid cells or detector boxes; overlapping boxes
-add up) and the word pieces beside it, with Pillow. Without an image file the boxes are drawn
-on a blank canvas of the image's size.
+add up) and the word pieces beside it, with Pillow; the top detector boxes carry their object
+names. Without an image file the boxes are drawn on a blank canvas of the image's size.
 """
 from __future__ import annotations
 
@@ -107,9 +107,9 @@ def _heat_colour(value: float) -> tuple:
 
 def _image_panel(image, maps: AttentionMaps) -> Image.Image:
     """The picture (or a blank canvas of its size) with regions shaded by their weight."""
-    if image.path:
-        with Image.open(image.path) as im:
-            base = im.convert("RGB")
+    if image.path:   # decoded as the features were: upright, RGB
+        from tools.image_files import load_rgb
+        base = Image.fromarray(load_rgb(image.path, max_pixels=None))
     else:
         base = Image.new("RGB", (image.img_w, image.img_h), (235, 235, 235))
     scale = PANEL / max(base.size)
@@ -128,12 +128,31 @@ def _image_panel(image, maps: AttentionMaps) -> Image.Image:
     for rank, k in enumerate(top):
         draw.rectangle([float(v) for v in boxes[k]], outline=(255, 40, 40),
                        width=3 if rank == 0 else 1)
+    if getattr(image, "labels", None):   # detector regions: name the top boxes
+        _label_boxes(draw, [(f"{rank + 1}. {image.labels[k]}", boxes[k])
+                            for rank, k in enumerate(top)])
     if not image.path:  # a canvas: show every box's outline
         for box in boxes:
             draw.rectangle([float(v) for v in box], outline=(120, 120, 120))
     panel = Image.new("RGB", (PANEL, PANEL), (255, 255, 255))
     panel.paste(dark, ((PANEL - size[0]) // 2, (PANEL - size[1]) // 2))
     return panel
+
+
+def _label_boxes(draw: ImageDraw.ImageDraw, labelled: list) -> None:
+    """Each text at its box's top-left corner, moved down past the labels already placed
+    (the top boxes often share a corner)."""
+    font, placed = _font(12), []
+    for text, box in labelled:
+        x, y = float(box[0]) + 2, float(box[1]) + 2
+        rect = draw.textbbox((x, y), text, font=font)
+        while any(rect[0] < p[2] and p[0] < rect[2] and rect[1] < p[3] and p[1] < rect[3]
+                  for p in placed):
+            y += rect[3] - rect[1] + 2
+            rect = draw.textbbox((x, y), text, font=font)
+        placed.append(rect)
+        draw.rectangle(rect, fill=(255, 40, 40))
+        draw.text((x, y), text, fill=(255, 255, 255), font=font)
 
 
 def _token_panel(maps: AttentionMaps) -> Image.Image:

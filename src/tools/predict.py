@@ -5,6 +5,8 @@
         [--topk 5] [--json] [--attention att.png [--word color] [--layer -1] [--head H]]
     python -m tools.predict --load ... --features data/easyvqa_imgfeat/test_obj36.tsv \\
         --imgId easyvqa_test_0 --question ...
+    python -m tools.predict --load snap/vqa/NAME/BEST --image photo.jpg \\
+        --extractor mine_obj36.extractor.npz --question ...   (a record of other features)
     statements (NLVR2: true or false about two images; classifying tasks: one of their
     classes): --statement "..." with the task's image(s) (--image A [--image B], or
     --imgId A [--imgId B])
@@ -36,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "machine, for --image when the path its record names is not here")
     p.add_argument("--image", action="append", default=[], help="image file (twice for NLVR2)")
     p.add_argument("--features", help="feature TSV (or converted .store) for --imgId/--caption")
+    p.add_argument("--extractor", help="describe --image as this record says (an "
+                                       "<features>.extractor.npz), instead of the record of "
+                                       "the run's own features")
     p.add_argument("--imgId", "--img-id", dest="img_ids", action="append", default=[],
                    help="img_id in --features (twice for NLVR2)")
     p.add_argument("--question", action="append", default=[], help="repeatable")
@@ -81,7 +86,7 @@ def images(predictor: Predictor, args, count: int) -> list:
         raise PredictorError("give images either as --image files or as --imgId, not both")
     if args.img_ids and not args.features:
         raise PredictorError("--imgId needs --features FILE (the TSV or store holding it)")
-    found = ([predictor.image_from_file(p) for p in args.image] or
+    found = ([predictor.image_from_file(p, args.extractor) for p in args.image] or
              [predictor.image_from_features(args.features, i) for i in args.img_ids])
     if len(found) != count:
         raise PredictorError(f"a {predictor.task} model takes {count} image(s) (--image or "
@@ -133,6 +138,8 @@ def run(args) -> dict:
                                "region_weights": maps.region_weights.tolist(),
                                "tokens": maps.tokens,
                                "token_weights": maps.token_weights.tolist()}
+        if image.labels:
+            result["attention"]["region_labels"] = image.labels
     return result
 
 

@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 # what run_info.json's task_info must hold for each way of questioning a model
 MODE_KEYS = {"answers": ["num_answers", "ans2label", "label2ans"], "classify": ["class_names"]}
 NORMALISATIONS = ("sigmoid", "softmax")
+# an attribute is named with its object when the detector gives it at least this probability
+# (the threshold of bottom-up-attention's own demo)
+ATTRIBUTE_SHOWN = 0.1
 
 
 class PredictorError(ValueError):
@@ -63,6 +66,7 @@ class ImageInput:
     img_h: int
     img_w: int
     path: Optional[str] = None  # the image file, when the image came as one
+    labels: Optional[list] = None   # detector regions: "attribute object" names, else None
 
     @property
     def pixel_boxes(self) -> np.ndarray:
@@ -222,7 +226,7 @@ class Predictor:
         self.entry = task_entry(self.task)
         self.mode, self.num_images = self.entry.predict, self.entry.num_images
         self.extractor_weights = extractor_weights
-        self._featurizer = None
+        self._featurizers: dict = {}
         self.answers = None
         if self.mode == "answers":
             self.answers = answers if answers is not None else \
@@ -287,30 +291,38 @@ class Predictor:
         """The record of how the model's features were extracted, if it is on this machine."""
         return next((s for s in extractor_records(self.task_info) if s.is_file()), None)
 
-    def featurizer(self):
-        """Describes an image file as the model's features were (built once, on first use)."""
+    def featurizer(self, record: Optional[str | os.PathLike] = None):
+        """Describes an image file as the model's features were, or as `record` (another
+        extractor record, e.g. of a detector extraction) says; built once per record."""
         from tools.extract_features import ImageFeaturizer
-        if self._featurizer is None:
-            record = self.extractor_record()
-            if record is None:
-                records = [str(s) for s in extractor_records(self.task_info)]
-                raise PredictorError(
-                    f"--image needs the record of how this model's features were extracted "
-                    f"(<features>.extractor.npz, written by tools.extract_features / "
-                    f"tools.easyvqa; {EXTRACTOR_RECORD} in a model folder); none at "
-                    f"{records or 'the run (no feature files)'}. Without it: use --features "
-                    f"FILE --imgId ID")
-            self._featurizer = ImageFeaturizer(record, self.extractor_weights)
-        return self._featurizer
+        if record is not None and not Path(record).is_file():
+            raise PredictorError(f"--extractor {record}: no such file")
+        chosen = Path(record) if record is not None else self.extractor_record()
+        if chosen is None:
+            records = [str(s) for s in extractor_records(self.task_info)]
+            raise PredictorError(
+                f"--image needs the record of how this model's features were extracted "
+                f"(<features>.extractor.npz, written by tools.extract_features / "
+                f"tools.easyvqa; {EXTRACTOR_RECORD} in a model folder); none at "
+                f"{records or 'the run (no feature files)'}. Without it: use --features "
+                f"FILE --imgId ID; for features made elsewhere (e.g. LXMERT's released "
+                f"TSVs), extract the picture with tools.extract_features --detector butd and "
+                f"give that TSV's record as --extractor FILE")
+        if chosen not in self._featurizers:
+            self._featurizers[chosen] = ImageFeaturizer(chosen, self.extractor_weights,
+                                                        device=str(self.device))
+        return self._featurizers[chosen]
 
-    def image_from_file(self, path: str | os.PathLike) -> ImageInput:
-        """Describe an image file with the extractor the run's features were made with."""
+    def image_from_file(self, path: str | os.PathLike,
+                        record: Optional[str | os.PathLike] = None) -> ImageInput:
+        """Describe an image file with the extractor the run's features were made with, or
+        with the one `record` (an `.extractor.npz`) names."""
         if not Path(path).is_file():
             raise PredictorError(f"--image {path}: no such file")
-        row = self.featurizer()(path)
+        row = self.featurizer(record)(path)
         return ImageInput(str(Path(path).stem), row.features,
                           normalise_boxes(row.boxes, row.img_h, row.img_w), row.img_h,
-                          row.img_w, str(path))
+                          row.img_w, str(path), detector_labels(row))
 
     def image_from_features(self, features: str | os.PathLike, img_id: str) -> ImageInput:
         store = features if isinstance(features, FeatureStore) else open_features(features)
@@ -319,7 +331,8 @@ class Predictor:
                                  f"({len(store)} images, e.g. {store.img_ids[:3]})")
         feats, boxes = store[img_id]
         h, w = store.image_size(img_id)
-        return ImageInput(img_id, feats, boxes, h, w)
+        labels = detector_labels(store.get_row(store.index_of(img_id)))
+        return ImageInput(img_id, feats, boxes, h, w, labels=labels)
 
     # ---- text -----------------------------------------------------------------------------
 
@@ -441,6 +454,19 @@ class Predictor:
         """The cross-modality attention behind one prediction (see tools.attention_map)."""
         from tools.attention_map import read_attention
         return read_attention(self, image, sentence, layer, head, word)
+
+
+def detector_labels(row) -> Optional[list]:
+    """Names of a row's regions ("white dog", or "dog" when no attribute is confident) when
+    they come from the detector; None for grid regions, whose rows carry one constant
+    confidence and no detector labels."""
+    conf = np.asarray(row.objects_conf)
+    if conf.size == 0 or np.all(conf == conf[0]):
+        return None
+    from butd.vocab import attribute_name, object_name
+    return [f"{attribute_name(int(a))} {object_name(int(o))}" if c >= ATTRIBUTE_SHOWN
+            else object_name(int(o))
+            for o, a, c in zip(row.objects_id, row.attrs_id, row.attrs_conf)]
 
 
 def _sizes(config: LXRTConfig) -> str:

@@ -92,8 +92,15 @@ class DataRoot:
 
     def path(self, task: str, kind: str, split: Optional[str] = None) -> Path:
         """The existing `kind` file of `task` (for `split`), or `DataFileNotFoundError` listing
-        every path tried and where the file comes from. An unknown split is a ValueError."""
-        declared = registry.get(task).file(kind)
+        every path tried and where the file comes from. An unknown split is a ValueError. A
+        root of the task's own layout (its entry's `own_layout`, e.g. a VQA root made by
+        tools.make_qa_dataset) says where its files are instead."""
+        entry = registry.get(task)
+        if entry.own_layout is not None:
+            found = entry.own_layout(self, kind, split)
+            if found is not None:
+                return found
+        declared = entry.file(kind)
         name = declared.file_name(split)
         what = declared.what.format(split=split, name=name)
         source = declared.source.format(split=split, name=name, stem=name.rsplit(".", 1)[0])

@@ -76,6 +76,9 @@ class TaskEntry:
     # (generated images, data root, summary) -> None: writes the task's files for
     # tools.make_data (the images are those make_data wrote for the other tasks)
     generate: Optional[Callable] = None
+    # (DataRoot, kind, split) -> the file's Path, or None: a root laid out the task's own way
+    # (e.g. made by a converter) answers before the declared lookup
+    own_layout: Optional[Callable] = None
     shares: tuple = ()
 
     @property

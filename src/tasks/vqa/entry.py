@@ -1,6 +1,7 @@
 """VQA and the easy-VQA main job in the task registry (both run through `tasks.vqa.main`)."""
 from __future__ import annotations
 
+import json
 import re
 
 from tasks.common.registry import LXMERT_DOWNLOADS, DataFile, TaskEntry
@@ -33,6 +34,52 @@ def easyvqa_features(split: str) -> str:
     return f"{EASYVQA_SPLIT2NAME[split]}_obj36.tsv"
 
 
+# A data root converted by tools.make_qa_dataset holds vqa/dataset.json, naming its splits and
+# their feature file; the VQA task then reads those instead of LXMERT's split names, and the
+# root's own answer table (never the shipped 3129 answers in its place).
+QA_DATASET_MANIFEST = "dataset.json"
+OWN_QA = "python -m tools.make_qa_dataset (docs/own_qa_data.md)"
+
+
+def read_dataset_manifest(root) -> dict | None:
+    """The manifest of a root made by tools.make_qa_dataset, or None for LXMERT's layout."""
+    path = root.root / "vqa" / QA_DATASET_MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); convert again with {OWN_QA}") \
+            from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
+        raise ValueError(f"{path}: expected an object with 'splits'; convert again with {OWN_QA}")
+    if manifest.get("complete") is False:
+        raise ValueError(f"{path}: the conversion into {root.root} did not finish; run "
+                         f"{OWN_QA} again")
+    return manifest
+
+
+def converted_root(root, kind: str, split):
+    """Where a root made by tools.make_qa_dataset keeps `kind` (None: LXMERT's layout)."""
+    manifest = read_dataset_manifest(root)
+    if manifest is None:
+        return None
+    if kind in ("ans2label", "label2ans"):
+        return root.find(f"VQA answer table trainval_{kind}.json",
+                         [root.root / "vqa" / f"trainval_{kind}.json"], OWN_QA)
+    entry = manifest["splits"].get(split)
+    if not isinstance(entry, dict) or not isinstance(entry.get("features"), str):
+        raise ValueError(f"split {split!r} is not in the data set at {root.root} (made by "
+                         f"tools.make_qa_dataset; its splits: {', '.join(manifest['splits'])}): "
+                         f"name them with --train/--valid/--test, e.g. --train train --valid "
+                         f"valid")
+    if kind == "features":
+        return root.find(f"features of split {split!r}", [root.root / entry["features"]],
+                         OWN_QA)
+    return root.find(f"question file for split {split!r}",
+                     [root.root / "vqa" / f"{split}.json"], OWN_QA)
+
+
 VQA = TaskEntry(
     name="vqa", folder="tasks.vqa", shares=("qa",),
     files={
@@ -48,7 +95,7 @@ VQA = TaskEntry(
     },
     tiny_images=200,             # vqa_data.py: --tiny reads 200 images
     split_images={"minival": 5000},  # minival is the first 5000 images of val2014
-    build_model=model_from_run_info, predict="answers",
+    build_model=model_from_run_info, predict="answers", own_layout=converted_root,
     recipes={"vqa_finetune": {"train": "train,nominival", "valid": "minival",
                               "load_lxmert": "data/model"},
              "vqa_test": {"train": "", "valid": "", "eval_batch_size": 256}},

@@ -3,6 +3,7 @@
     --train train,nominival --valid minival --loadLXMERT data/model   fine-tune (6 epochs)
     --test test --load snap/vqa/NAME/BEST                              write test_predict.json
     --test minival --load ...                                          score minival
+    --dataRoot ROOT --train train --valid valid    a root made by tools.make_qa_dataset
 """
 from __future__ import annotations
 
