@@ -49,7 +49,7 @@ from tools.qa_rows import QAFileError, Row, read_rows
 from tools.vqa_answers import (answer_table, answer_type, normalize_answer, soft_scores,
                                top_answer)
 
-MANIFEST = "dataset.json"          # ROOT/vqa/dataset.json (tasks.common.paths reads it)
+MANIFEST = "dataset.json"          # ROOT/vqa/dataset.json (tasks.vqa.entry reads it)
 MADE_BY = "tools.make_qa_dataset"
 FEATURES = "vqa_imgfeat/images.tsv"
 SPLIT_NAMES = ("train", "valid", "test")
