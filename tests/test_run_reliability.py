@@ -99,9 +99,17 @@ def test_resume_refuses_a_training_set_that_changed(small_root, tmp_path):
 HOLDER = """
 import multiprocessing, sys, time
 from tasks.common.run_folder import RunLock
+
+def work(started):
+    started.set()  # the child runs: its after-fork hooks have run
+    time.sleep(120)
+
 lock = RunLock(sys.argv[1]).acquire()
-worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(120,))
+context = multiprocessing.get_context("fork")
+started = context.Event()
+worker = context.Process(target=work, args=(started,))
 worker.start()  # as a DataLoader worker: a forked child living on after its parent
+started.wait(60)
 print(worker.pid, flush=True)
 time.sleep(120)
 """
