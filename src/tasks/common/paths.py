@@ -6,13 +6,13 @@ argument or the `LXRT_DATA_ROOT` environment variable. Each task declares its fi
 `DataRoot.path(task, kind, split)` looks for one in a list of candidate paths and the first
 that exists wins:
 
-1. each declared folder under the root (LXMERT's layout: `vqa/`, `mscoco_imgfeat/`, `gqa/`,
-   `vg_gqa_imgfeat/`, `nlvr2/`, `nlvr2_imgfeat/`, `flickr30k/`, `lxmert/`, ...),
+1. each folder the task declares under the root (the layout of LXMERT's download
+   instructions),
 2. the paths the LXMERT-S scripts hard-code (docs/authors_code.md, "Data locations"):
    `lxmert_data/...` and `image_retrieval/...` inside the root, and `lxmert_data/...` next
    to it (the authors keep `lxmert_data/` at the repository top level, beside `data/`),
-3. for the answer tables shipped with this repository (`data/{vqa,gqa,lxmert}/...`), the shipped
-   copy, so that a root without them still works.
+3. for the answer tables shipped in this repository's `data/`, the shipped copy, so that a
+   root without them still works.
 
 A missing file raises `DataFileNotFoundError`, which lists every path tried and where the file
 is downloaded from. `data/README.md` documents the layout.
