@@ -54,8 +54,8 @@ def make_task(data_root: Path, size: str) -> PretrainTask:
              "--llayers", "0", "--xlayers", "5", "--rlayers", "0"]
     if SIZES[size] is not None:
         flags += ["--modelConfig", str(SIZES[size])]
-    args = build_parser().parse_args(flags)
-    return PretrainTask(args, resolve_stage(args))
+    settings, stage = resolve_stage(build_parser(), flags)
+    return PretrainTask(settings.args, stage)
 
 
 def make_batch(task: PretrainTask, batch: int, device) -> tuple[dict, float]:

@@ -64,3 +64,14 @@ usage_check() {
         exit 2
     fi
 }
+
+# require_flag FLAG USAGE WHY ARGS...: stop with the usage line and exit status 2 unless ARGS
+# (the launcher's extra flags) hold FLAG.
+require_flag() {
+    local flag=$1 usage=$2 why=$3
+    shift 3
+    if [[ " $* " != *" $flag "* && " $* " != *" $flag="* ]]; then
+        echo "usage: $usage   ($why)" >&2
+        exit 2
+    fi
+}

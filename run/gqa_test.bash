@@ -5,15 +5,9 @@
 #    --test testdev scores testdev and writes testdev_predict.json
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/gqa_test.bash GPU_ID|GPU_IDS|cpu NAME --test submit|testdev --load PATH/BEST" "${1:-}" "${2:-}"
-if [[ " ${*:3} " != *" --test "* && " ${*:3} " != *" --test="* ]]; then
-    echo "give the split to predict: --test submit|testdev (and --load PATH/BEST)" >&2
-    exit 2
-fi
+usage="bash run/gqa_test.bash GPU_ID|GPU_IDS|cpu NAME --test submit|testdev --load PATH/BEST"
+usage_check $# "$usage" "${1:-}" "${2:-}"
+require_flag --test "$usage" "give the split to predict" "${@:3}"
 output="snap/gqa/$2"
 mkdir -p "$output"
-launch "$1" tasks.gqa.main \
-    --train "" --valid "" \
-    --llayers 0 --xlayers 5 --rlayers 0 \
-    --batchSize 32 --evalBatchSize 256 \
-    --tqdm --output "$output" "${@:3}"
+launch "$1" tasks.gqa.main --recipe gqa_test --tqdm --output "$output" "${@:3}"

@@ -8,14 +8,8 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 usage="bash run/image_retrieval_test.bash GPU_ID|GPU_IDS|cpu NAME --load PATH/LAST [extra flags]"
 usage_check $# "$usage" "${1:-}" "${2:-}"
-if [[ " ${*:3} " != *" --load "* && " ${*:3} " != *" --load="* ]]; then
-    echo "usage: $usage   (--load is required)" >&2
-    exit 2
-fi
+require_flag --load "$usage" "--load is required" "${@:3}"
 output="snap/retrieval/$2"
 mkdir -p "$output"
-launch "$1" tasks.retrieval.main \
-    --train "" --valid "" --test test \
-    --llayers 0 --xlayers 5 --rlayers 0 \
-    --direction image --scoreFunction prob \
-    --tqdm --output "$output" "${@:3}"
+launch "$1" tasks.retrieval.main --recipe image_retrieval_test --tqdm --output "$output" \
+    "${@:3}"

@@ -11,9 +11,5 @@ source "$(dirname "$0")/common.sh"
 usage_check $# "bash run/image_retrieval_zero_shot.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
 output="snap/retrieval/$2"
 mkdir -p "$output"
-launch "$1" tasks.retrieval.main \
-    --train "" --valid "" --test test \
-    --llayers 0 --xlayers 5 --rlayers 0 \
-    --loadLXMERTQA data/model \
-    --direction image --scoreFunction prob \
-    --tqdm --output "$output" "${@:3}"
+launch "$1" tasks.retrieval.main --recipe image_retrieval_zero_shot --tqdm \
+    --output "$output" "${@:3}"

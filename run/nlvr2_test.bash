@@ -6,15 +6,9 @@
 #    (hidden needs nlvr2/hidden.json and nlvr2_imgfeat/hidden_obj36.tsv).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/nlvr2_test.bash GPU_ID|GPU_IDS|cpu NAME --test test|valid|hidden --load PATH/BEST" "${1:-}" "${2:-}"
-if [[ " ${*:3} " != *" --test "* && " ${*:3} " != *" --test="* ]]; then
-    echo "give the split to predict: --test test|valid|hidden (and --load PATH/BEST)" >&2
-    exit 2
-fi
+usage="bash run/nlvr2_test.bash GPU_ID|GPU_IDS|cpu NAME --test test|valid|hidden --load PATH/BEST"
+usage_check $# "$usage" "${1:-}" "${2:-}"
+require_flag --test "$usage" "give the split to predict" "${@:3}"
 output="snap/nlvr2/$2"
 mkdir -p "$output"
-launch "$1" tasks.nlvr2.main \
-    --train "" --valid "" \
-    --llayers 0 --xlayers 5 --rlayers 0 \
-    --batchSize 32 --evalBatchSize 256 \
-    --tqdm --output "$output" "${@:3}"
+launch "$1" tasks.nlvr2.main --recipe nlvr2_test --tqdm --output "$output" "${@:3}"

@@ -1,8 +1,7 @@
 # Shared by the pre-training launchers (sourced, not run).
-# pretrain_stage DEVICES OUTPUT FLAGS...: one pre-training run into OUTPUT with the recipe's
-# fixed flags (the layers, BertAdam, clipping at 1.0; the warmup, epochs, lr and batch size
-# come from the stage config unless FLAGS give them); before a multi-process start it builds the corpus index and the other caches
-# once (--prepareOnly), so the processes do not race to write them.
+# pretrain_stage DEVICES OUTPUT FLAGS...: one pre-training run into OUTPUT (its recipe is the
+# --stage file among FLAGS); before a multi-process start it builds the corpus index and the
+# other caches once (--prepareOnly), so the processes do not race to write them.
 pretrain_stage() {
     local devices=$1 output=$2
     shift 2
@@ -11,8 +10,5 @@ pretrain_stage() {
         [[ -n "${LXRT_DRY_RUN:-}" ]] ||
             python -m tasks.pretrain.main --prepareOnly --device cpu --output "$output" "$@"
     fi
-    launch "$devices" tasks.pretrain.main \
-        --llayers 0 --xlayers 5 --rlayers 0 \
-        --optim bert --clipNorm 1.0 \
-        --tqdm --output "$output" "$@"
+    launch "$devices" tasks.pretrain.main --tqdm --output "$output" "$@"
 }

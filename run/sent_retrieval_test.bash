@@ -8,7 +8,9 @@
 # Output: snap/retrieval/NAME/ (eval.log, test_metrics.json, test_scores.npy, ...)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-usage_check $# "bash run/sent_retrieval_test.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
-# the same run as image_retrieval_test.bash; later flags win, so these select text retrieval
-exec bash "$(dirname "$0")/image_retrieval_test.bash" "$1" "$2" \
-    --direction text --scoreFunction logit "${@:3}"
+usage="bash run/sent_retrieval_test.bash GPU_ID|GPU_IDS|cpu NAME --load PATH/LAST [extra flags]"
+usage_check $# "$usage" "${1:-}" "${2:-}"
+require_flag --load "$usage" "--load is required" "${@:3}"
+output="snap/retrieval/$2"
+mkdir -p "$output"
+launch "$1" tasks.retrieval.main --recipe sent_retrieval_test --tqdm --output "$output" "${@:3}"

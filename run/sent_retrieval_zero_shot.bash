@@ -8,6 +8,6 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 usage_check $# "bash run/sent_retrieval_zero_shot.bash GPU_ID|GPU_IDS|cpu NAME [extra flags]" "${1:-}" "${2:-}"
-# the same run as image_retrieval_zero_shot.bash; later flags win, so these select text retrieval
-exec bash "$(dirname "$0")/image_retrieval_zero_shot.bash" "$1" "$2" \
-    --direction text --scoreFunction prob "${@:3}"
+output="snap/retrieval/$2"
+mkdir -p "$output"
+launch "$1" tasks.retrieval.main --recipe sent_retrieval_zero_shot --tqdm --output "$output" "${@:3}"

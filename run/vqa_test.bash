@@ -7,8 +7,4 @@ source "$(dirname "$0")/common.sh"
 usage_check $# "bash run/vqa_test.bash GPU_ID|GPU_IDS|cpu NAME --test test --load PATH/BEST" "${1:-}" "${2:-}"
 output="snap/vqa/$2"
 mkdir -p "$output"
-launch "$1" tasks.vqa.main \
-    --train "" --valid "" \
-    --llayers 0 --xlayers 5 --rlayers 0 \
-    --batchSize 32 --evalBatchSize 256 \
-    --tqdm --output "$output" "${@:3}"
+launch "$1" tasks.vqa.main --recipe vqa_test --tqdm --output "$output" "${@:3}"

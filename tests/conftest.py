@@ -21,6 +21,9 @@ import pytest  # noqa: E402
 
 
 def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: end-to-end runs, subprocesses and other tests over a second or two; "
+                   "`pytest -m \"not slow\"` is the fast tier (under a minute)")
     config.addinivalue_line("markers", "browser: drives a real headless Chromium (skipped "
                                        "where Debian's chromium and chromium-driver are absent)")
 

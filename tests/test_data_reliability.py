@@ -76,7 +76,7 @@ def test_label_scores_must_be_finite_and_non_negative(tmp_path, score):
 
 
 def test_vqa_question_ids_must_be_integers(root, tokenizer):
-    minival = DataRoot(root).vqa_json("minival")
+    minival = DataRoot(root).path("vqa", "examples", "minival")
     _rewrite(minival, lambda d: d[:2] + [dict(d[2], question_id="q2")] + d[3:])
     with pytest.raises(DataFormatError, match=r"minival\.json: item 2: key 'question_id' must "
                                               r"be an integer .*'q2'"):
@@ -131,7 +131,7 @@ def _vqa_task(root, *flags):
 
 
 def test_unlabelled_question_in_valid_split_fails_before_training(root):
-    minival = DataRoot(root).vqa_json("minival")
+    minival = DataRoot(root).path("vqa", "examples", "minival")
     qid = json.loads(minival.read_text())[1]["question_id"]
     _rewrite(minival, lambda d: d[:1] + [{k: v for k, v in d[1].items() if k != "label"}]
              + d[2:])
@@ -144,7 +144,7 @@ def test_unlabelled_question_in_valid_split_fails_before_training(root):
 
 
 def test_empty_valid_split_fails_before_training(root):
-    _rewrite(DataRoot(root).vqa_json("minival"), lambda d: [])
+    _rewrite(DataRoot(root).path("vqa", "examples", "minival"), lambda d: [])
     task = _vqa_task(root, "--train", "train", "--valid", "minival")
     with pytest.raises(DataFormatError, match=r"split 'minival' is empty: the file\(s\) "
                                               r".*minival\.json hold no questions"):
@@ -152,7 +152,7 @@ def test_empty_valid_split_fails_before_training(root):
 
 
 def test_nlvr2_valid_split_labelled_and_not_empty(root, tokenizer):
-    valid = DataRoot(root).nlvr2_json("valid")
+    valid = DataRoot(root).path("nlvr2", "examples", "valid")
     ident = json.loads(valid.read_text())[0]["identifier"]
     _rewrite(valid, lambda d: [{k: v for k, v in d[0].items() if k != "label"}] + d[1:])
     with pytest.raises(DataFormatError, match=rf"valid\.json: item 0 \(identifier '{ident}'\): "
@@ -166,7 +166,7 @@ def test_nlvr2_valid_split_labelled_and_not_empty(root, tokenizer):
 
 def test_retrieval_empty_annotations(root, tokenizer):
     from tasks.retrieval.data import SplitLoader
-    ann = DataRoot(root).flickr_annotations("test")
+    ann = DataRoot(root).path("retrieval", "annotations", "test")
     ann.write_text("[]")
     loader = SplitLoader(DataRoot(root), tokenizer, cache_dir=root / "cache")
     with pytest.raises(DataFormatError, match=r"flickr30k_test2014\.json holds no images"):

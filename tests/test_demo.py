@@ -17,6 +17,8 @@ from generated import ROOT
 from tools.demo import MAX_IMAGE_PIXELS, Demo, DemoError, build_parser, check_image
 from tools.predictor import Predictor, PredictorError
 
+pytestmark = pytest.mark.slow  # a trained run, a served page, a browser: not in the fast tier
+
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 QUESTION = "What shape is in the image?"
 

@@ -43,6 +43,7 @@ def _imported_distributions(folder: Path) -> dict[str, set[str]]:
     .py files (lazy imports inside functions included) that is neither stdlib nor local."""
     project = {p.name for p in (ROOT / "src").iterdir() if (p / "__init__.py").is_file()}
     local = project | {folder.name} | {p.stem for p in folder.glob("*.py")}
+    local |= {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
     found: dict[str, set[str]] = {}
     for path in folder.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):

@@ -107,7 +107,11 @@ def test_evaluation_runs_longest_first_and_returns_dataset_order(tmp_path, trim)
         widths.append(batch["input_ids"].shape[1])
         return {"index": batch["index"], "length": batch["input_mask"].sum(1)}
 
-    out = Trainer(args, task=None).predict(torch.nn.Identity(), dataset, step)
+    trainer = Trainer(args, task=None)
+    try:
+        out = trainer.context().predict(torch.nn.Identity(), dataset, step)
+    finally:
+        trainer.close()
     assert out["index"].tolist() == list(range(50))
     assert out["length"].tolist() == lengths.tolist()
     if trim:  # sorted batches: each is cut to about its own length

@@ -2,6 +2,8 @@
 message naming the flag, every documented camelCase flag has a working kebab-case alias, the
 launchers check their arguments before creating anything, and the --test split (and GQA
 testdev) is never cut by --tiny/--fast."""
+import dataclasses
+import importlib
 import json
 import os
 import re
@@ -11,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from generated import ROOT, common_flags
-from tasks.common import readers
+from tasks.common import registry
 from tasks.common.args import kebab
 from tasks.gqa.main import build_parser as gqa_parser
 from tasks.nlvr2.main import build_parser as nlvr2_parser
-from tasks.pretrain.main import build_parser as pretrain_parser
 from tasks.qa.task import GQA_SPEC, VQA_SPEC, QATask
 from tasks.retrieval.main import build_parser as retrieval_parser
 from tasks.retrieval.task import RetrievalTask
@@ -25,8 +26,10 @@ from tools.demo import build_parser as demo_parser
 from tools.export import build_parser as export_parser
 from tools.predict import build_parser as predict_parser
 
-PARSERS = {"vqa": vqa_parser, "gqa": gqa_parser, "nlvr2": nlvr2_parser,
-           "retrieval": retrieval_parser, "pretrain": pretrain_parser}
+# every registered task's entry point, by folder
+PARSERS = {entry.folder.rsplit(".", 1)[1]:
+           importlib.import_module(entry.main).build_parser
+           for entry in registry.entries().values()}
 # command-line tools beside the tasks: their documented flags follow the same alias rule
 TOOL_PARSERS = {"predict": predict_parser, "export": export_parser, "demo": demo_parser}
 
@@ -155,6 +158,7 @@ def _launch(script: Path, args, cwd: Path, dry_run: bool = False):
                           text=True, timeout=60)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", LAUNCHERS, ids=lambda p: p.name)
 def test_launchers_refuse_bad_arguments_before_creating_anything(script, tmp_path):
     cwd = tmp_path / "a" / "b" / "c"
@@ -185,11 +189,9 @@ def root(small_root):
 @pytest.fixture
 def small_limits(monkeypatch):
     """--tiny reads 4 images and --fast 6, so that they cut the 16-image generated splits."""
-    monkeypatch.setitem(readers.TINY_IMG_NUM, "vqa", 4)
-    monkeypatch.setitem(readers.TINY_IMG_NUM, "gqa", 4)
-    monkeypatch.setitem(readers.TINY_IMG_NUM, "nlvr2", 4)
-    monkeypatch.setattr(readers, "FAST_IMG_NUM", 6)
-    monkeypatch.setitem(readers.TINY_IMG_NUM, "retrieval", 4)
+    for name in ("vqa", "gqa", "nlvr2", "retrieval"):
+        small = dataclasses.replace(registry.get(name), tiny_images=4, fast_images=6)
+        monkeypatch.setitem(registry.entries(), name, small)
 
 
 def _flags(root, output):

@@ -63,6 +63,7 @@ def test_parser_defaults():
     assert build_parser().parse_args(["--mce-loss"]).mce_loss
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoints_and_logs(trained):
     output, summary = trained
     for name in ("BEST.pth", "LAST.pth", "log.log", "metrics.jsonl", "run_info.json"):
@@ -76,6 +77,7 @@ def test_train_writes_checkpoints_and_logs(trained):
     assert any(k.startswith("lxrt_encoder.model.bert.") for k in state)
 
 
+@pytest.mark.slow
 def test_testdev_scores_and_writes(root, trained, tmp_path):
     output, _ = trained
     summary = _test(root, tmp_path, "testdev", output / "BEST")
@@ -90,6 +92,7 @@ def test_testdev_scores_and_writes(root, trained, tmp_path):
     assert text == json.dumps(entries, indent=4, sort_keys=True)
 
 
+@pytest.mark.slow
 def test_submit_and_test_alias(root, trained, tmp_path):
     output, _ = trained
     questions = json.loads((root / "gqa" / "submit.json").read_text())
@@ -106,6 +109,7 @@ def test_submit_and_test_alias(root, trained, tmp_path):
     assert files["submit"] == files["test"]
 
 
+@pytest.mark.slow
 def test_mce_loss_runs(root, trained, tmp_path):
     output, _ = trained
     _train(root, tmp_path, "--mceLoss")

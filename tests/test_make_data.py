@@ -27,37 +27,47 @@ def _tsv_rows(path):
 
 
 def test_layout_complete(root):
+    """Every file is where LXMERT's layout puts it. The lookup falls back to other places (the
+    authors' paths, shipped copies), so the found path itself is compared."""
     r = DataRoot(root)
-    for split in ("train", "nominival", "minival", "test"):
-        assert r.vqa_json(split).is_file()
-        assert r.vqa_features(split).is_file()
+    expected = {("vqa", "ans2label", None): "vqa/trainval_ans2label.json",
+                ("gqa", "label2ans", None): "gqa/trainval_label2ans.json",
+                ("retrieval", "hard_negatives", None): "flickr30k/hard_negative.pkl",
+                ("pretrain", "answers", None): "lxmert/all_ans.json"}
+    for split, stem in (("train", "train2014"), ("nominival", "val2014"),
+                        ("minival", "val2014"), ("test", "test2015")):
+        expected["vqa", "examples", split] = f"vqa/{split}.json"
+        expected["vqa", "features", split] = f"mscoco_imgfeat/{stem}_obj36.tsv"
     for split in ("train", "valid", "testdev", "submit"):
-        assert r.gqa_json(split).is_file()
-        assert r.gqa_features(split).is_file()
+        expected["gqa", "examples", split] = f"gqa/{split}.json"
+        expected["gqa", "features", split] = ("vg_gqa_imgfeat/gqa_testdev_obj36.tsv"
+                                              if split == "testdev" else
+                                              "vg_gqa_imgfeat/vg_gqa_obj36.tsv")
     for split in ("train", "valid", "test"):
-        assert r.nlvr2_json(split).is_file()
-        assert r.nlvr2_features(split).is_file()
-    for split in ("train", "valid", "test"):
-        assert r.flickr_annotations(split).is_file()
-        assert r.flickr_features(split).is_file()
-    assert r.hard_negatives() == root / "flickr30k" / "hard_negative.pkl"
-    assert r.all_answers() == root / "lxmert" / "all_ans.json"
-    assert len(json.loads(r.all_answers().read_text())) == 9500
-    assert r.answer_tables("vqa")[0].parent == root / "vqa"
+        expected["nlvr2", "examples", split] = f"nlvr2/{split}.json"
+        expected["nlvr2", "features", split] = f"nlvr2_imgfeat/{split}_obj36.tsv"
+    for split, stem in (("train", "train2014"), ("test", "test2014")):
+        expected["retrieval", "annotations", split] = f"flickr30k/flickr30k_{stem}.json"
+        expected["retrieval", "features", split] = f"flickr30k/flickr30k_{stem}.tsv"
+    for name in ("mscoco_train", "mscoco_nominival", "mscoco_minival", "vgnococo"):
+        expected["pretrain", "corpus", name] = f"lxmert/{name}.json"
+    found = {key: r.path(*key).relative_to(root).as_posix() for key in expected}
+    assert found == expected
+    assert len(json.loads(r.path("pretrain", "answers").read_text())) == 9500
     # --small-model not given: no checkpoint
     assert not (root / "model_LXRT.pth").exists()
 
 
 def test_vqa_files(root):
     r = DataRoot(root)
-    table = AnswerTable(*r.answer_tables("vqa"))
-    train_ids = {row.img_id for row in _tsv_rows(r.vqa_features("train"))}
-    val_ids = {row.img_id for row in _tsv_rows(r.vqa_features("minival"))}
+    table = AnswerTable.of(r, "vqa")
+    train_ids = {row.img_id for row in _tsv_rows(r.path("vqa", "features", "train"))}
+    val_ids = {row.img_id for row in _tsv_rows(r.path("vqa", "features", "minival"))}
     assert all(i.startswith("COCO_train2014_") and len(i) == len("COCO_train2014_") + 12
                for i in train_ids)
     qids = set()
     for split in ("train", "nominival", "minival", "test"):
-        data = load_qa_split(r.vqa_json(split), require_label=split != "test")
+        data = load_qa_split(r.path("vqa", "examples", split), require_label=split != "test")
         assert data
         feats = train_ids if split == "train" else val_ids if split != "test" else None
         for d in data:
@@ -69,21 +79,21 @@ def test_vqa_files(root):
                 assert "label" not in d
             else:
                 assert all(a in table for a in d["label"])
-    assert len(qids) == sum(len(load_qa_split(r.vqa_json(s)))
+    assert len(qids) == sum(len(load_qa_split(r.path("vqa", "examples", s)))
                             for s in ("train", "nominival", "minival", "test"))
     # minival and nominival use disjoint halves of val2014
-    mini = {d["img_id"] for d in load_qa_split(r.vqa_json("minival"))}
-    nomi = {d["img_id"] for d in load_qa_split(r.vqa_json("nominival"))}
+    mini = {d["img_id"] for d in load_qa_split(r.path("vqa", "examples", "minival"))}
+    nomi = {d["img_id"] for d in load_qa_split(r.path("vqa", "examples", "nominival"))}
     assert mini and nomi and not mini & nomi
 
 
 def test_gqa_files(root):
     r = DataRoot(root)
-    vg = {row.img_id for row in _tsv_rows(r.gqa_features("train"))}
-    td = {row.img_id for row in _tsv_rows(r.gqa_features("testdev"))}
-    assert r.gqa_features("submit") == r.gqa_features("valid") != r.gqa_features("testdev")
+    vg = {row.img_id for row in _tsv_rows(r.path("gqa", "features", "train"))}
+    td = {row.img_id for row in _tsv_rows(r.path("gqa", "features", "testdev"))}
+    assert r.path("gqa", "features", "submit") == r.path("gqa", "features", "valid") != r.path("gqa", "features", "testdev")
     for split, ids in (("train", vg), ("valid", vg), ("testdev", td), ("submit", vg)):
-        data = load_qa_split(r.gqa_json(split), require_label=split != "submit")
+        data = load_qa_split(r.path("gqa", "examples", split), require_label=split != "submit")
         assert all(isinstance(d["question_id"], str) for d in data)
         assert all(d["img_id"] in ids for d in data)
 
@@ -91,8 +101,8 @@ def test_gqa_files(root):
 def test_nlvr2_files(root):
     r = DataRoot(root)
     for split in ("train", "valid", "test"):
-        ids = {row.img_id for row in _tsv_rows(r.nlvr2_features(split))}
-        data = load_nlvr2_split(r.nlvr2_json(split), require_label=True)
+        ids = {row.img_id for row in _tsv_rows(r.path("nlvr2", "features", split))}
+        data = load_nlvr2_split(r.path("nlvr2", "examples", split), require_label=True)
         groups = {}
         for d in data:
             assert d["img0"] in ids and d["img1"] in ids and d["img0"] != d["img1"]
@@ -108,12 +118,12 @@ def test_nlvr2_files(root):
 def test_flickr_files(root):
     r = DataRoot(root)
     for split in ("train", "test"):
-        ann = load_flickr_annotations(r.flickr_annotations(split))
+        ann = load_flickr_annotations(r.path("retrieval", "annotations", split))
         assert ann.captions_per_image == 5
-        tsv_ids = [row.img_id for row in _tsv_rows(r.flickr_features(split))]
+        tsv_ids = [row.img_id for row in _tsv_rows(r.path("retrieval", "features", split))]
         assert tsv_ids == ann.img_paths  # TSV img_id == img_path, same order
-    train = load_flickr_annotations(r.flickr_annotations("train"))
-    hn = load_hard_negatives(r.hard_negatives())
+    train = load_flickr_annotations(r.path("retrieval", "annotations", "train"))
+    hn = load_hard_negatives(r.path("retrieval", "hard_negatives"))
     assert hn.train_image_list.tolist() == train.image_ids
     assert hn.column0_is_self and hn.pool_size >= 2
     hn.check_images(train.image_ids)
@@ -122,8 +132,8 @@ def test_flickr_files(root):
 def test_features_carry_the_answer(root):
     """The image's colour is recoverable from its region features (learnable signal)."""
     r = DataRoot(root)
-    rows = {row.img_id: row for row in _tsv_rows(r.vqa_features("train"))}
-    data = load_qa_split(r.vqa_json("train"))
+    rows = {row.img_id: row for row in _tsv_rows(r.path("vqa", "features", "train"))}
+    data = load_qa_split(r.path("vqa", "examples", "train"))
     colour = {}
     for d in data:
         if d["sent"].startswith("What color"):
@@ -143,7 +153,7 @@ def test_features_carry_the_answer(root):
 def test_answers_cover_generated_labels(tmp_path):
     make_data(tmp_path, images=8, dim=8, answers="full")
     for task, n in (("vqa", 3129), ("gqa", 1842)):
-        table = AnswerTable(*DataRoot(tmp_path).answer_tables(task))
+        table = AnswerTable.of(DataRoot(tmp_path), task)
         assert table.num_answers == n
     for a in COLORS + OBJECTS + ["yes", "no"]:
         assert a in table
@@ -182,3 +192,33 @@ def test_cli_and_small_model(tmp_path, capsys):
 def test_cli_rejects_bad_args(tmp_path):
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--images", "2"])
+
+
+def test_a_registered_task_generates_its_files_on_the_written_images(tmp_path):
+    """A task's registry entry may give `generate`: make_data calls it with the images it
+    wrote (ids and latent attributes per feature file), so a new task's data come from its
+    own folder."""
+    import dataclasses
+
+    from tasks.common import registry
+    seen = {}
+
+    def generate(images, root, summary):
+        seen.update(images.files)
+        img_id, attrs = images.files["flickr30k/flickr30k_test2014.tsv"][0]
+        (root / "made_by_a_task.txt").write_text(f"{img_id} {' '.join(images.words(attrs))}")
+        summary["made_by_a_task.txt"] = 1
+
+    entry = dataclasses.replace(registry.get("nlvr2"), name="generating", generate=generate)
+    registry.register(entry)
+    try:
+        summary = make_data(tmp_path, images=8, dim=8)
+    finally:
+        registry.unregister("generating")
+    assert summary["made_by_a_task.txt"] == 1
+    assert {"mscoco_imgfeat/train2014_obj36.tsv", "vg_gqa_imgfeat/vg_gqa_obj36.tsv",
+            "flickr30k/flickr30k_train2014.tsv"} <= set(seen)
+    ids = [row.img_id for row in _tsv_rows(tmp_path / "flickr30k" / "flickr30k_test2014.tsv")]
+    written = (tmp_path / "made_by_a_task.txt").read_text().split()
+    assert written[0] == ids[0] and written[1] in COLORS and written[2] in OBJECTS
+    assert [i for i, _ in seen["flickr30k/flickr30k_test2014.tsv"]] == ids

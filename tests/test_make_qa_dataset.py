@@ -135,13 +135,14 @@ def test_converts_a_csv_with_splits_by_hand(images, tmp_path):
                                           "features": "vqa_imgfeat/images.tsv"}
     # the VQA task reads it: split names and feature file from the manifest
     data_root = DataRoot(tmp_path / "root")
-    assert data_root.vqa_features("valid") == tmp_path / "root" / "vqa_imgfeat" / "images.tsv"
+    assert data_root.path("vqa", "features", "valid") == \
+        tmp_path / "root" / "vqa_imgfeat" / "images.tsv"
     with pytest.raises(ValueError, match="its splits: test, train, valid"):
-        data_root.vqa_json("nominival")
-    assert Path(data_root.answer_tables("vqa")[0]).parent == tmp_path / "root" / "vqa"
+        data_root.path("vqa", "examples", "nominival")
+    assert data_root.path("vqa", "ans2label").parent == tmp_path / "root" / "vqa"
     (tmp_path / "root" / "vqa" / "trainval_label2ans.json").unlink()
     with pytest.raises(FileNotFoundError, match="trainval_label2ans.json not found"):
-        data_root.answer_tables("vqa")                      # never the shipped 3129 answers
+        AnswerTable.of(data_root, "vqa")                    # never the shipped 3129 answers
 
 
 def test_split_ratio_is_by_image_and_fixed(images, tmp_path):
@@ -235,10 +236,10 @@ def test_an_interrupted_conversion_is_refused_then_redone(images, tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         convert(images, qa, root)
     with pytest.raises(ValueError, match="did not finish; run python -m tools.make_qa_dataset"):
-        DataRoot(root).vqa_json("train")
+        DataRoot(root).path("vqa", "examples", "train")
     monkeypatch.setattr(mq, "_write_json", write_json)
     convert(images, qa, root)
-    assert DataRoot(root).vqa_json("valid") == root / "vqa" / "valid.json"
+    assert DataRoot(root).path("vqa", "examples", "valid") == root / "vqa" / "valid.json"
 
 
 def test_detector_features_through_the_real_extractor(images, tmp_path, monkeypatch):
@@ -390,8 +391,8 @@ def test_easyvqa_converts_through_the_same_path(tmp_path):
     assert all(len(d["label"]) == 1 and list(d["label"].values()) == [1.0] for d in train)
     from lxrt.tokenization import LXRTTokenizer, find_vocab_file
     dataset = load_qa_dataset(tmp_path / "root", "vqa", "valid", LXRTTokenizer(
-        find_vocab_file(), 20), answer_table=AnswerTable(
-        *DataRoot(tmp_path / "root").answer_tables("vqa")), require_label=True)
+        find_vocab_file(), 20), answer_table=AnswerTable.of(
+        DataRoot(tmp_path / "root"), "vqa"), require_label=True)
     assert len(dataset) == manifest["splits"]["valid"]["questions"]
 
 

@@ -214,6 +214,7 @@ def exported(small_root, tmp_path_factory):
     return small_root, run, test, folder
 
 
+@pytest.mark.slow
 def test_exported_folder_card_and_config(exported):
     _, run, test, folder = exported
     config = json.loads((folder / CONFIG_NAME).read_text())
@@ -307,6 +308,7 @@ def test_authors_finetuned_checkpoint_to_folder_and_back(exported, tmp_path):
     assert all(torch.equal(restored[k], v) for k, v in state.items())
 
 
+@pytest.mark.slow
 def test_pretraining_run_exports_and_every_pretrained_flag_reads_it(small_root, tmp_path):
     from lxrt.loading import load_lxmert_qa
     from tasks.pretrain.main import main as pretrain_main

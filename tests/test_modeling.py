@@ -139,6 +139,7 @@ def test_masks_in_reduced_precision():
     torch.testing.assert_close(low.float(), ref, atol=5e-2, rtol=5e-2)
 
 
+@pytest.mark.slow
 def test_full_size_accepts_the_authors_key_layout():
     """A bert-base LXMERT-S model takes a state dict with exactly the keys and shapes of
     manifest_full.json (values made on the fly), nothing missing, nothing left over."""

@@ -55,7 +55,7 @@ def test_pair_head_interleaving(model):
         # each image through the encoder on its own, then [pooled(img0) ; pooled(img1)]
         p0 = model.lxrt_encoder(ids, pos, mask, feats[:, 0], boxes[:, 0])
         p1 = model.lxrt_encoder(ids, pos, mask, feats[:, 1], boxes[:, 1])
-        assert torch.allclose(model.pair_pooled(ids, pos, mask, feats, boxes),
+        assert torch.allclose(model.pooled(ids, pos, mask, feats, boxes),
                               torch.cat([p0, p1], 1), atol=1e-5)
         assert torch.allclose(logits, model.logit_fc(torch.cat([p0, p1], 1)), atol=1e-5)
         # swapping the two images of an example changes its logits (the head is ordered)
@@ -168,6 +168,7 @@ def test_parser_defaults():
     assert (args.train, args.valid, args.test) == ("train", "valid", None)
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoints_and_logs(trained):
     output, summary = trained
     for name in ("BEST.pth", "LAST.pth", "log.log", "metrics.jsonl", "run_info.json"):
@@ -183,6 +184,7 @@ def test_train_writes_checkpoints_and_logs(trained):
     assert state["logit_fc.3.weight"].shape == (2, 128)  # hidden 64 -> 2H
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", ["test", "valid"])
 def test_predict_split_writes_csv(root, trained, tmp_path, split):
     output, _ = trained
@@ -204,6 +206,7 @@ def test_hidden_missing_is_a_clear_error(root, tmp_path):
     assert not (tmp_path / "hidden_predict.csv").exists()
 
 
+@pytest.mark.slow
 def test_hidden_works_when_present(root, trained, tmp_path):
     """With hidden.json (unlabelled) and its features the split predicts like any other."""
     output, _ = trained

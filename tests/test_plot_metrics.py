@@ -1,7 +1,6 @@
 """tools.plot_metrics: metrics.jsonl sections, per-task losses, the PNG."""
 import json
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -35,7 +34,14 @@ def test_last_run_section_and_non_epoch_records(tmp_path):
     assert len(plot_metrics.read_epochs(resumed)) == 3
 
 
-def test_overlaid_runs_with_per_task_losses(tmp_path):
+def test_overlaid_runs_with_per_task_losses(tmp_path, monkeypatch):
+    """The picture holds exactly the curves of the records: each run's training loss, the
+    pre-training run's per-task losses dashed, the validation score in the run's colour."""
+    from matplotlib.figure import Figure
+    saved, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig",
+                        lambda fig, *args, **kwargs: (saved.append(fig), save(fig, *args,
+                                                                              **kwargs))[1])
     finetune = _write(tmp_path / "finetune", [_epoch(k, 3.0 - k, 50.0 + 10 * k)
                                               for k in range(3)])
     pretrain = _write(tmp_path / "pretrain", [
@@ -45,8 +51,27 @@ def test_overlaid_runs_with_per_task_losses(tmp_path):
     assert plot_metrics.main([str(finetune), str(pretrain), "-o", str(out)]) == 0
     with Image.open(out) as im:
         assert im.size == (720, 288)
-        pixels = np.asarray(im.convert("RGB"))
-    assert pixels.std() > 10 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
+    (figure,) = saved
+    loss, valid = figure.axes
+
+    def curves(ax):
+        return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()),
+                                   line.get_linestyle(), line.get_color())
+                for line in ax.get_lines()}
+
+    drawn = curves(loss)
+    assert sorted(drawn) == ["finetune", "pretrain", "pretrain: itm", "pretrain: mlm"]
+    expected = {"finetune": ([3.0, 2.0, 1.0], "-"), "pretrain": ([5.0, 4.0, 3.0], "-"),
+                "pretrain: mlm": ([3.0, 2.5, 2.0], "--"), "pretrain: itm": ([0.7, 0.6, 0.5], "--")}
+    for label, (ys, style) in expected.items():
+        assert drawn[label][0] == [0, 1, 2] and drawn[label][2] == style
+        assert drawn[label][1] == pytest.approx(ys)
+    scores = curves(valid)
+    assert list(scores) == ["finetune"]  # the pre-training records have no validation
+    assert scores["finetune"][:2] == ([0, 1, 2], [50.0, 60.0, 70.0])
+    assert scores["finetune"][3] == drawn["finetune"][3]  # one colour per run
+    assert valid.get_ylabel() == "accuracy"
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == list(drawn)
 
 
 def test_bad_runs_are_named(tmp_path, capsys):

@@ -14,6 +14,8 @@ from tasks.vqa.main import main as vqa_main
 from tools import attention_map, predict
 from tools.predictor import Predictor, PredictorError
 
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the fast tier
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

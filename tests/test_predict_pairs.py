@@ -11,6 +11,8 @@ from generated import common_flags
 from tools import predict
 from tools.predictor import Predictor, PredictorError
 
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the fast tier
+
 
 @pytest.fixture(scope="module")
 def root(generated_root_factory):
@@ -45,7 +47,7 @@ def test_nlvr2_verdicts_match_the_evaluator(root, tmp_path, capsys):
     assert predict.main(argv[:6] + ["--statement", ex["sent"]]) == 2
     assert "takes 2 image(s)" in capsys.readouterr().err
     assert predict.main(argv + ["--attention", str(tmp_path / "a.png")]) == 2
-    assert "VQA/GQA models only" in capsys.readouterr().err
+    assert "models that answer questions only" in capsys.readouterr().err
     with pytest.raises(PredictorError, match="is a nlvr2 model; answering questions"):
         predictor.answer(left, ["what is it?"])
 

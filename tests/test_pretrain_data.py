@@ -30,7 +30,7 @@ def within(count: int, n: int, p: float) -> bool:
 def setup(small_root):
     root = small_root
     tok = LXRTTokenizer(find_vocab_file(), 20)
-    answers = read_pretraining_answers(DataRoot(root).all_answers())
+    answers = read_pretraining_answers(DataRoot(root).path("pretrain", "answers"))
     data = load_corpus(DataRoot(root), TRAIN, tok, answers)
     return root, tok, answers, data, Vocab.of(tok)
 
@@ -120,6 +120,7 @@ def test_token_masking_rates_and_80_10_10():
     assert within(chosen - masked - kept, chosen, 0.1)
 
 
+@pytest.mark.slow
 def test_dataset_masks_only_real_pieces_and_keeps_positions(setup):
     ds = dataset(setup, tasks=["mlm", "obj"])
     c = ds.corpus
@@ -193,6 +194,7 @@ def test_object_masking_rates_and_80_10_10(setup):
     assert within(chosen - zero - kept, chosen, 0.1)
 
 
+@pytest.mark.slow
 def test_ifrs_swaps_features_within_the_image(setup):
     ds = dataset(setup, tasks=["mlm", "ifrs"])
     swapped = total = 0
@@ -214,6 +216,7 @@ def test_ifrs_swaps_features_within_the_image(setup):
 
 # ---- ITM, QA, topics ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_itm_negatives_never_come_from_the_same_image(setup):
     ds = dataset(setup, tasks=["mlm", "obj", "itm", "itm_hs", "qa"])
     c = ds.corpus
@@ -425,6 +428,7 @@ def test_the_token_stage_reads_whole_captions_only():
 
 # ---- determinism ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_items_depend_on_seed_epoch_index_only(setup):
     ds = dataset(setup, seed=3, tasks=["mlm", "obj", "itm", "qa", "topic"])
     ds.set_epoch(2)
@@ -544,21 +548,19 @@ def test_easyvqa_corpus_uses_train_images_only(tmp_path):
         assert smaller <= few_ids <= train_ids and len(few) == 3 * len(few_ids)
         smaller = few_ids
     from tasks.common.paths import DataRoot
-    assert DataRoot(tmp_path).easyvqa_json("train_5pct").name == "train_5pct.json"
+    assert DataRoot(tmp_path).path("easyvqa", "examples", "train_5pct").name == "train_5pct.json"
 
 
 def test_tasks_flag_overrides_the_stage_and_bad_stages_stop_main(tmp_path):
     from tasks.pretrain.main import build_parser, resolve_stage
-    args = build_parser().parse_args(["--tasks", "mlm,itm"])
-    stage = resolve_stage(args)
+    settings, stage = resolve_stage(build_parser(), ["--tasks", "mlm,itm"])
+    args = settings.args
     assert stage.tasks == ["mlm", "itm"] and args.batch_size == 256 and args.lr == 1e-4
     assert args.epochs == 20 and args.warmup == 0.05 and args.clip_norm == 1.0
-    args = build_parser().parse_args(["--tasks", "mlm,nsp"])
     with pytest.raises(SystemExit, match="--tasks.*nsp"):
-        resolve_stage(args)
-    args = build_parser().parse_args(["--stage", str(tmp_path / "missing.json")])
+        resolve_stage(build_parser(), ["--tasks", "mlm,nsp"])
     with pytest.raises(SystemExit, match="missing.json"):
-        resolve_stage(args)
+        resolve_stage(build_parser(), ["--stage", str(tmp_path / "missing.json")])
 
 
 def test_a_stage_configs_warmup_reaches_the_run(tmp_path):
@@ -579,12 +581,11 @@ def test_a_stage_configs_warmup_reaches_the_run(tmp_path):
     assert done.returncode == 0, done.stderr
     argv = shlex.split(done.stdout.split("python -m tasks.pretrain.main", 1)[1])
     assert "--warmup" not in argv
-    args = build_parser().parse_args(argv)
-    resolve_stage(args)
-    assert args.warmup == 0.2
-    args = build_parser().parse_args(argv + ["--warmup", "0.1"])
-    resolve_stage(args)
-    assert args.warmup == 0.1
+    settings, stage = resolve_stage(build_parser(), argv)
+    assert settings.args.warmup == stage.warmup == 0.2
+    assert settings.sources["warmup"] == f"stage file {config}"
+    settings, stage = resolve_stage(build_parser(), argv + ["--warmup", "0.1"])
+    assert settings.args.warmup == stage.warmup == 0.1
 
 
 def test_visual_losses_flag_keeps_only_the_named_region_losses():
@@ -595,13 +596,13 @@ def test_visual_losses_flag_keeps_only_the_named_region_losses():
     from pathlib import Path
     from tasks.pretrain.main import build_parser, resolve_stage
     token = str(Path(__file__).resolve().parents[1] / "run" / "configs" / "msp" / "token.json")
-    stage = resolve_stage(build_parser().parse_args(["--stage", token]))
+    _, stage = resolve_stage(build_parser(), ["--stage", token])
     assert stage.weights()[3:6] == [1.0, 1.0, 1.0]  # obj, attr, feat
-    stage = resolve_stage(build_parser().parse_args(["--stage", token, "--visualLosses", "feat"]))
+    _, stage = resolve_stage(build_parser(), ["--stage", token, "--visualLosses", "feat"])
     assert stage.weights() == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     for bad in ("feat,box", ","):
         with pytest.raises(SystemExit, match="--visualLosses"):
-            resolve_stage(build_parser().parse_args(["--stage", token, "--visualLosses", bad]))
+            resolve_stage(build_parser(), ["--stage", token, "--visualLosses", bad])
     easy = (Path(__file__).resolve().parents[1] / "run" / "configs" / "easyvqa").glob("*.json")
     for path in easy:  # the easy-VQA grid features: only the feature regression trains
         assert load_stage_config(path).weights()[3:5] == [0.0, 0.0], path
@@ -611,10 +612,10 @@ def test_validation_replaces_regions_with_training_features(setup):
     from tasks.pretrain.main import build_parser, resolve_stage
     from tasks.pretrain.task import PretrainTask
     root = setup[0]
-    args = build_parser().parse_args(["--dataRoot", str(root), "--modelConfig",
-                                      str(root / "bert_config.json"), "--train", "mscoco_train",
-                                      "--valid", "mscoco_minival"])
-    task = PretrainTask(args, resolve_stage(args))
+    settings, stage = resolve_stage(build_parser(), [
+        "--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"), "--train",
+        "mscoco_train", "--valid", "mscoco_minival"])
+    task = PretrainTask(settings.args, stage)
     train = task.train_dataset()
     valid = task.valid_dataset()
     assert valid.feature_pool is train and valid.fixed_epoch == 0
@@ -630,10 +631,11 @@ def test_a_batch_without_mlm_or_qa_labels_gives_finite_loss_and_gradients(setup)
     from tasks.pretrain.main import build_parser, resolve_stage
     from tasks.pretrain.task import PretrainTask
     root = setup[0]
-    args = build_parser().parse_args(["--dataRoot", str(root), "--modelConfig",
-                                      str(root / "bert_config.json"), "--train", "mscoco_train",
-                                      "--tasks", "mlm,obj,qa"])
-    task = PretrainTask(args, resolve_stage(args))
+    settings, stage = resolve_stage(build_parser(), [
+        "--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"), "--train",
+        "mscoco_train", "--tasks", "mlm,obj,qa"])
+    args = settings.args
+    task = PretrainTask(args, stage)
     ds = dataset(setup, tasks=["obj"])  # no MLM labels, no answers
     batch = torch.utils.data.default_collate([ds[i] for i in range(6)])
     assert (batch["masked_lm_labels"] == -1).all() and (batch["ans"] == -1).all()
@@ -653,9 +655,10 @@ def test_mlm_scored_at_the_labelled_positions_only_gives_the_same_losses(setup):
     from tasks.pretrain.main import build_parser, resolve_stage
     from tasks.pretrain.task import build_labels
     root = setup[0]
-    args = build_parser().parse_args(["--dataRoot", str(root), "--modelConfig",
-                                      str(root / "bert_config.json"), "--tasks", "mlm,obj,itm"])
-    stage = resolve_stage(args)
+    settings, stage = resolve_stage(build_parser(), [
+        "--dataRoot", str(root), "--modelConfig", str(root / "bert_config.json"), "--tasks",
+        "mlm,obj,itm"])
+    args = settings.args
     from tasks.pretrain.task import PretrainTask
     task = PretrainTask(args, stage)
     ds = dataset(setup, tasks=["mlm", "obj", "itm"])

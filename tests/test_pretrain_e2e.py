@@ -16,6 +16,8 @@ from tasks.common.run_folder import read_metrics
 from tasks.pretrain.main import main as pretrain_main
 from tasks.pretrain.model import load_full
 
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the fast tier
+
 CONFIGS = Path(__file__).resolve().parents[1] / "run" / "configs"
 STAGES = ("token", "phrase", "sentence")
 

@@ -97,6 +97,7 @@ def test_a_huge_hard_negative_k_is_cut_to_the_images(small_root, tmp_path, caplo
 
 # ---- --resume after the stage config was edited in place ---------------------------------------
 
+@pytest.mark.slow
 def test_resume_refuses_a_stage_config_edited_in_place(small_root, tmp_path):
     stage, out = _stage(tmp_path), tmp_path / "out"
     pretrain_main(_flags(small_root, out, stage, "--stopAfterSteps", "1"))

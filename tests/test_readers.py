@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tasks.common.paths import ENV_VAR, DataFileNotFoundError, DataRoot
+from tasks.common.registry import UnknownTaskError
 from tasks.common.readers import DataFormatError, MissingFeaturesError, feature_topk
 from tasks.nlvr2.data import NLVR2Dataset, load_nlvr2_dataset, load_nlvr2_split
 from tasks.qa.data import AnswerTable, QADataset, load_qa_dataset, load_qa_split
@@ -65,27 +66,28 @@ def test_root_selection(tmp_path, monkeypatch):
 
 def test_split_mappings(root):
     r = DataRoot(root)
-    assert r.vqa_features("train").name == "train2014_obj36.tsv"
+    assert r.path("vqa", "features", "train").name == "train2014_obj36.tsv"
     for split in ("valid", "minival", "nominival"):
-        assert r.vqa_features(split).name == "val2014_obj36.tsv"
-    assert r.vqa_features("test").name == "test2015_obj36.tsv"
+        assert r.path("vqa", "features", split).name == "val2014_obj36.tsv"
+    assert r.path("vqa", "features", "test").name == "test2015_obj36.tsv"
     with pytest.raises(ValueError, match="unknown VQA split"):
-        r.vqa_features("bogus")
-    assert r.gqa_features("testdev").name == "gqa_testdev_obj36.tsv"
+        r.path("vqa", "features", "bogus")
+    assert r.path("gqa", "features", "testdev").name == "gqa_testdev_obj36.tsv"
     for split in ("train", "valid", "submit", "anything"):
-        assert r.gqa_features(split).name == "vg_gqa_obj36.tsv"
-    assert r.flickr_annotations("train").name == "flickr30k_train2014.json"
+        assert r.path("gqa", "features", split).name == "vg_gqa_obj36.tsv"
+    assert r.path("retrieval", "annotations", "train").name == "flickr30k_train2014.json"
     for split in ("valid", "test", "minival"):  # every other split reads the test files
-        assert r.flickr_annotations(split).name == "flickr30k_test2014.json"
-        assert r.flickr_features(split).name == "flickr30k_test2014.tsv"
-    assert r.nlvr2_features("valid").name == "valid_obj36.tsv"
-    assert r.qa_json("gqa", "train") == r.gqa_json("train")
+        assert r.path("retrieval", "annotations", split).name == "flickr30k_test2014.json"
+        assert r.path("retrieval", "features", split).name == "flickr30k_test2014.tsv"
+    assert r.path("nlvr2", "features", "valid").name == "valid_obj36.tsv"
+    with pytest.raises(UnknownTaskError, match="unknown task 'bogus'; registered: .*'vqa'"):
+        r.path("bogus", "examples", "train")
 
 
 def test_missing_file_lists_tried_paths(tmp_path):
     r = DataRoot(tmp_path / "data")
     with pytest.raises(DataFileNotFoundError) as err:
-        r.vqa_json("train")
+        r.path("vqa", "examples", "train")
     msg = str(err.value)
     assert str(tmp_path / "data" / "vqa" / "train.json") in msg
     assert str(tmp_path / "data" / "lxmert_data" / "vqa" / "train.json") in msg
@@ -93,13 +95,13 @@ def test_missing_file_lists_tried_paths(tmp_path):
     assert "airsplay/lxmert" in msg
     assert isinstance(err.value, FileNotFoundError) and len(err.value.tried) == 3
     with pytest.raises(DataFileNotFoundError, match="vilbert-multi-task"):
-        r.hard_negatives()
+        r.path("retrieval", "hard_negatives")
     with pytest.raises(DataFileNotFoundError, match="image_retrieval"):
-        r.flickr_annotations("train")
+        r.path("retrieval", "annotations", "train")
     with pytest.raises(DataFileNotFoundError, match="gqa_imgfeat"):
-        r.gqa_features("train")
+        r.path("gqa", "features", "train")
     with pytest.raises(DataFileNotFoundError, match="Flickr30k"):
-        r.flickr_features("test")
+        r.path("retrieval", "features", "test")
 
 
 def test_lxmert_s_alternative_paths(tmp_path):
@@ -115,27 +117,27 @@ def test_lxmert_s_alternative_paths(tmp_path):
     (tmp_path / "lxmert_data" / "flickr30k" / "flickr30k_test2014.tsv").write_text("")
     _write(tmp_path / "lxmert_data" / "lxmert" / "all_ans.json", [])
     r = DataRoot(data)
-    assert r.vqa_json("train") == data / "lxmert_data" / "vqa" / "train.json"
-    assert r.gqa_features("valid") == tmp_path / "lxmert_data" / "gqa_imgfeat" / "vg_gqa_obj36.tsv"
-    assert r.flickr_annotations("valid") == data / "image_retrieval" / "flickr30k_test2014.json"
-    assert r.hard_negatives() == data / "image_retrieval" / "hard_negative.pkl"
-    assert r.flickr_features("test") == tmp_path / "lxmert_data/flickr30k/flickr30k_test2014.tsv"
-    assert r.all_answers() == tmp_path / "lxmert_data" / "lxmert" / "all_ans.json"
+    assert r.path("vqa", "examples", "train") == data / "lxmert_data" / "vqa" / "train.json"
+    assert r.path("gqa", "features", "valid") == tmp_path / "lxmert_data" / "gqa_imgfeat" / "vg_gqa_obj36.tsv"
+    assert r.path("retrieval", "annotations", "valid") == data / "image_retrieval" / "flickr30k_test2014.json"
+    assert r.path("retrieval", "hard_negatives") == data / "image_retrieval" / "hard_negative.pkl"
+    assert r.path("retrieval", "features", "test") == tmp_path / "lxmert_data/flickr30k/flickr30k_test2014.tsv"
+    assert r.path("pretrain", "answers") == tmp_path / "lxmert_data" / "lxmert" / "all_ans.json"
     # the primary layout wins over the alternatives
     _write(data / "vqa" / "train.json", [])
-    assert r.vqa_json("train") == data / "vqa" / "train.json"
+    assert r.path("vqa", "examples", "train") == data / "vqa" / "train.json"
 
 
 def test_shipped_tables_are_the_fallback(tmp_path):
     r = DataRoot(tmp_path)
-    a2l, l2a = r.answer_tables("vqa")
+    a2l, l2a = r.path("vqa", "ans2label"), r.path("vqa", "label2ans")
     assert AnswerTable(a2l, l2a).num_answers == 3129
-    assert AnswerTable(*r.answer_tables("gqa")).num_answers == 1842
-    assert len(json.loads(r.all_answers().read_text())) == 9500
+    assert AnswerTable.of(r, "gqa").num_answers == 1842
+    assert len(json.loads(r.path("pretrain", "answers").read_text())) == 9500
     with pytest.raises(DataFileNotFoundError):
-        r.answer_tables("easyvqa")  # nothing shipped for easy-VQA
-    with pytest.raises(ValueError, match="unknown QA task"):
-        r.answer_tables("nlvr2")
+        AnswerTable.of(r, "easyvqa")  # nothing shipped for easy-VQA
+    with pytest.raises(UnknownTaskError, match="'nlvr2' declares no 'ans2label' file"):
+        AnswerTable.of(r, "nlvr2")
 
 
 def test_easyvqa_layout(tmp_path):
@@ -147,10 +149,10 @@ def test_easyvqa_layout(tmp_path):
     _write(tmp_path / "easyvqa" / "trainval_ans2label.json", {"yes": 0})
     _write(tmp_path / "easyvqa" / "trainval_label2ans.json", ["yes"])
     r = DataRoot(tmp_path)
-    assert r.qa_features("easyvqa", "valid").name == "train_obj36.tsv"
-    assert r.qa_features("easyvqa", "test").name == "test_obj36.tsv"
-    assert r.qa_json("easyvqa", "valid") == tmp_path / "easyvqa" / "valid.json"
-    assert AnswerTable(*r.answer_tables("easyvqa")).num_answers == 1
+    assert r.path("easyvqa", "features", "valid").name == "train_obj36.tsv"
+    assert r.path("easyvqa", "features", "test").name == "test_obj36.tsv"
+    assert r.path("easyvqa", "examples", "valid") == tmp_path / "easyvqa" / "valid.json"
+    assert AnswerTable.of(r, "easyvqa").num_answers == 1
 
 
 # ------------------------------------------------------------------------------ QA readers
@@ -169,7 +171,7 @@ def test_topk_helpers():
 
 
 def test_load_qa_split_validation(tmp_path, root):
-    data = load_qa_split(DataRoot(root).vqa_json("train"), require_label=True)
+    data = load_qa_split(DataRoot(root).path("vqa", "examples", "train"), require_label=True)
     assert data and all("label" in d for d in data)
     p = _write(tmp_path / "q.json", {"not": "a list"})
     with pytest.raises(DataFormatError, match="expected a JSON list"):
@@ -210,10 +212,10 @@ def test_answer_table_consistency(tmp_path):
 # ------------------------------------------------------------------------------ QADataset
 def test_qa_dataset_items(root, tokenizer):
     r = DataRoot(root)
-    table = AnswerTable(*r.answer_tables("vqa"))
-    data = load_qa_split(r.vqa_json("train"))
+    table = AnswerTable.of(r, "vqa")
+    data = load_qa_split(r.path("vqa", "examples", "train"))
     counting = CountingTokenizer(tokenizer)
-    ds = QADataset(data, [_store(root, r.vqa_features("train"))], counting, table,
+    ds = QADataset(data, [_store(root, r.path("vqa", "features", "train"))], counting, table,
                    split_name="train")
     assert counting.calls == 1  # all sentences tokenized once, at init
     assert len(ds) == len(data) and ds.question_ids == [d["question_id"] for d in data]
@@ -235,14 +237,14 @@ def test_qa_dataset_items(root, tokenizer):
     batch = next(iter(DataLoader(ds, batch_size=5)))
     assert batch["feats"].shape == (5, 36, DIM) and batch["target"].shape == (5, 14)
     # features come from the store for the right image
-    feats, _ = _store(root, r.vqa_features("train"))[data[3]["img_id"]]
+    feats, _ = _store(root, r.path("vqa", "features", "train"))[data[3]["img_id"]]
     assert np.array_equal(item["feats"].numpy(), feats)
 
 
 def test_qa_dataset_unlabelled_and_workers(root, tokenizer):
     r = DataRoot(root)
-    table = AnswerTable(*r.answer_tables("vqa"))
-    ds = QADataset(load_qa_split(r.vqa_json("test")), _store(root, r.vqa_features("test")),
+    table = AnswerTable.of(r, "vqa")
+    ds = QADataset(load_qa_split(r.path("vqa", "examples", "test")), _store(root, r.path("vqa", "features", "test")),
                    tokenizer, table, split_name="test")
     batches = list(DataLoader(ds, batch_size=16, num_workers=2))
     assert sum(b["index"].shape[0] for b in batches) == len(ds)
@@ -251,11 +253,11 @@ def test_qa_dataset_unlabelled_and_workers(root, tokenizer):
 
 def test_unknown_answers(root, tokenizer, caplog):
     r = DataRoot(root)
-    table = AnswerTable(*r.answer_tables("vqa"))
-    data = load_qa_split(r.vqa_json("train"))[:6]
+    table = AnswerTable.of(r, "vqa")
+    data = load_qa_split(r.path("vqa", "examples", "train"))[:6]
     data[0] = dict(data[0], label={"zebra": 1.0, "yes": 0.3})
     data[2] = dict(data[2], label={"zebra": 0.6})
-    store = _store(root, r.vqa_features("train"))
+    store = _store(root, r.path("vqa", "features", "train"))
     with caplog.at_level(logging.WARNING):
         ds = QADataset(data, store, tokenizer, table, split_name="train")
     assert ds.num_unknown_answers == 2
@@ -276,10 +278,10 @@ def test_unknown_answers(root, tokenizer, caplog):
 
 def test_missing_images_subset_vs_error(root, tokenizer, caplog):
     r = DataRoot(root)
-    table = AnswerTable(*r.answer_tables("vqa"))
-    data = load_qa_split(r.vqa_json("train"))
+    table = AnswerTable.of(r, "vqa")
+    data = load_qa_split(r.path("vqa", "examples", "train"))
     from tasks.common.features import open_feature_store
-    partial = open_feature_store(r.vqa_features("train"), cache_dir=root.parent / "cache",
+    partial = open_feature_store(r.path("vqa", "features", "train"), cache_dir=root.parent / "cache",
                                  topk=4, progress=False)
     kept_imgs = set(partial.img_ids)
     assert len(kept_imgs) == 4
@@ -297,7 +299,7 @@ def test_load_qa_dataset(root, tokenizer):
     r = DataRoot(root)
     ds = load_qa_dataset(r, "vqa", "train,nominival", tokenizer,
                          cache_dir=root.parent / "cache")
-    n = len(load_qa_split(r.vqa_json("train"))) + len(load_qa_split(r.vqa_json("nominival")))
+    n = len(load_qa_split(r.path("vqa", "examples", "train"))) + len(load_qa_split(r.path("vqa", "examples", "nominival")))
     assert len(ds) == n and ds.split_name == "train,nominival"
     assert ds[len(ds) - 1]["feats"].shape == (36, DIM)  # a val2014 image
     gqa = load_qa_dataset(root, "gqa", "testdev", tokenizer, cache_dir=root.parent / "cache")
@@ -306,12 +308,12 @@ def test_load_qa_dataset(root, tokenizer):
     assert float(sub[0]["target"].sum()) == 0
     tiny = load_qa_dataset(root, "vqa", ["minival"], tokenizer, tiny=True,
                            cache_dir=root.parent / "cache")
-    assert len(tiny) == len(load_qa_split(r.vqa_json("minival")))  # 16 images < 200
+    assert len(tiny) == len(load_qa_split(r.path("vqa", "examples", "minival")))  # 16 images < 200
 
 
 # ------------------------------------------------------------------------------ NLVR2
 def test_nlvr2_reader_validation(tmp_path, root):
-    data = load_nlvr2_split(DataRoot(root).nlvr2_json("train"), require_label=True)
+    data = load_nlvr2_split(DataRoot(root).path("nlvr2", "examples", "train"), require_label=True)
     assert data[0]["identifier"].startswith("train-")
     good = {"identifier": "dev-1-0-0", "img0": "a", "img1": "b", "label": 1, "sent": "s",
             "uid": "nlvr2_dev_0"}
@@ -332,9 +334,9 @@ def test_nlvr2_reader_validation(tmp_path, root):
 
 def test_nlvr2_dataset(root, tokenizer):
     r = DataRoot(root)
-    data = load_nlvr2_split(r.nlvr2_json("valid"))
+    data = load_nlvr2_split(r.path("nlvr2", "examples", "valid"))
     data[1] = {k: v for k, v in data[1].items() if k != "label"}
-    store = _store(root, r.nlvr2_features("valid"))
+    store = _store(root, r.path("nlvr2", "features", "valid"))
     ds = NLVR2Dataset(data, store, tokenizer, split_name="valid")
     item = ds[0]
     assert item["feats"].shape == (2, 36, DIM) and item["feats"].dtype == torch.float32
@@ -352,12 +354,12 @@ def test_nlvr2_dataset(root, tokenizer):
         NLVR2Dataset(bad, store, tokenizer, split_name="valid")
     assert len(NLVR2Dataset(bad + data[:2], store, tokenizer, subset=True)) == 2
     full = load_nlvr2_dataset(r, "train,valid", tokenizer, cache_dir=root.parent / "cache")
-    assert len(full) == len(load_nlvr2_split(r.nlvr2_json("train"))) + len(data)
+    assert len(full) == len(load_nlvr2_split(r.path("nlvr2", "examples", "train"))) + len(data)
 
 
 # ------------------------------------------------------------------------------ retrieval
 def test_flickr_annotations(tmp_path, root):
-    ann = load_flickr_annotations(DataRoot(root).flickr_annotations("test"))
+    ann = load_flickr_annotations(DataRoot(root).path("retrieval", "annotations", "test"))
     assert len(ann) == IMAGES and ann.num_captions == 5 * IMAGES
     assert ann.captions_per_image == 5 and ann.image_ids[0] == int(ann.img_paths[0][:-4])
     assert ann.flat_captions()[6] == (1, ann.captions[1][1])
@@ -388,7 +390,7 @@ def _pickle(path, obj):
 
 
 def test_hard_negatives(tmp_path, root):
-    hn = load_hard_negatives(DataRoot(root).hard_negatives())
+    hn = load_hard_negatives(DataRoot(root).path("retrieval", "hard_negatives"))
     assert hn.num_images == IMAGES and hn.column0_is_self
     assert hn.index_of()[int(hn.train_image_list[3])] == 3
     p = tmp_path / "hn.pkl"
@@ -416,3 +418,29 @@ def test_hard_negatives(tmp_path, root):
     p.write_bytes(b"not a pickle")
     with pytest.raises(DataFormatError, match="not a readable pickle"):
         load_hard_negatives(p)
+
+
+def test_json_lines_errors_name_the_file_line_and_key(tmp_path):
+    from tasks.common.readers import read_json_lines
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"a": 1, "b": "x"}\n\n{"a": 2, "b": "y"}\n')
+    assert read_json_lines(path, "examples", ("a", "b")) == [{"a": 1, "b": "x"},
+                                                              {"a": 2, "b": "y"}]
+    for text, message in (('{"a": 1}\n', "line 1: missing key 'b'"),
+                          ('{"a": 1, "b": 2}\n{oops\n', "line 2: not JSON"),
+                          ('{"a": 1, "b": 2}\n[1]\n', "line 2: expected an object")):
+        path.write_text(text)
+        with pytest.raises(DataFormatError, match=f"x.jsonl: {message}"):
+            read_json_lines(path, "examples", ("a", "b"))
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        read_json_lines(tmp_path / "missing.jsonl", "examples", ())
+
+
+def test_class_accuracies_against_hand_computed_values():
+    from tasks.common.task import class_accuracies
+    # labels: a a b b b c -1 ; predictions: a b b b a c c
+    got = class_accuracies([0, 1, 1, 1, 0, 2, 2], [0, 0, 1, 1, 1, 2, -1], ("a", "b", "c"))
+    assert got == {"examples": 7, "labelled": 6, "accuracy": pytest.approx(100 * 4 / 6),
+                   "accuracy_a": 50.0, "accuracy_b": pytest.approx(200 / 3),
+                   "accuracy_c": 100.0}
+    assert class_accuracies([1, 0], [-1, -1], ("a", "b")) == {"examples": 2, "labelled": 0}

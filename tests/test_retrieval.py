@@ -142,6 +142,7 @@ def test_evaluator_ranks_equal_naive_loop(zero_shot, fn):
             assert meta["all"][fn][proto][k] == pytest.approx(v, abs=1e-9), (proto, k)
 
 
+@pytest.mark.slow
 def test_authors_tr_order_with_shuffled_tsv(root, zero_shot, tmp_path):
     """A feature file in another order changes nothing but the TSV-order rank list, which
     then equals the authors' loop (queries in TSV order, first captions in JSON order)."""
@@ -290,6 +291,7 @@ def test_pair_loss_is_twice_cross_entropy():
 
 
 # ------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_finetune_then_test(root, zero_shot, tmp_path, monkeypatch):
     epochs_seen = []
     original = RetrievalTrainDataset.set_epoch
@@ -348,6 +350,7 @@ def _evaluate(model, split, **kwargs):
     return evaluate_split(model, split, options)
 
 
+@pytest.mark.slow
 def test_authors_scoring_reports_mean_and_spread_of_train_mode_runs(root, loader):
     """--authorsScoring 2: two train-mode (dropout) scorings with different seeds that differ,
     the reported metrics are their mean; the default (eval mode) is deterministic."""
@@ -380,6 +383,7 @@ def test_authors_scoring_reports_mean_and_spread_of_train_mode_runs(root, loader
     assert again["authors_scoring"]["spread"] == spread
 
 
+@pytest.mark.slow
 def test_authors_scoring_flag_end_to_end(root, tmp_path):
     summary = main(common(root, tmp_path) + [
         "--train", "", "--test", "test", "--pairsPerForward", "64",
@@ -398,25 +402,28 @@ def test_authors_scoring_flag_end_to_end(root, tmp_path):
 def test_eval_options_come_from_the_flags(root, tmp_path):
     """One EvalOptions per evaluation: --evalPrecision overrides the run's precision, its
     autocast is that precision's, and --authorsScoring applies to the --test split only."""
-    from types import SimpleNamespace
+    import contextlib
 
     from tasks.common import distributed
+    from tasks.common.evaluation import EvalContext
     from tasks.retrieval.main import build_parser
     from tasks.retrieval.task import RetrievalTask
     args = build_parser().parse_args(common(root, tmp_path) + [
         "--test", "test", "--valid", "minival", "--evalPrecision", "bf16", "--scoreFunction",
         "logit", "--direction", "image", "--rankMethod", "argsort", "--authorsScoring", "3",
         "--pairsPerForward", "12", "--seed", "7"])
-    trainer = SimpleNamespace(device=torch.device("cpu"), precision="fp32",
-                              dist=distributed.DistInfo(), is_main=True, use_tqdm=False)
+    ctx = EvalContext(device=torch.device("cpu"), autocast=contextlib.nullcontext,
+                      dist=distributed.DistInfo(), is_main=True, progress=False,
+                      output=tmp_path, run_batches=None)
     task = RetrievalTask(args)
-    test = task.eval_options(trainer, "test")
+    test = task.eval_options(ctx, "test")
     assert (test.precision, test.score_function, test.direction, test.rank_method,
             test.pairs_per_forward, test.authors_scoring, test.seed) == (
         "bf16", "logit", "image", "argsort", 12, 3, 7)
     with test.autocast():
         assert torch.is_autocast_enabled("cpu")
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
-    assert task.eval_options(trainer, "minival").authors_scoring == 0
+    assert task.eval_options(ctx, "minival").authors_scoring == 0
     args.eval_precision = None
-    assert task.eval_options(trainer, "test").precision == "fp32"
+    assert task.eval_options(ctx, "test").precision == "fp32"
+    assert task.eval_options(ctx, "test").autocast is contextlib.nullcontext

@@ -36,6 +36,7 @@ def _weights(path):
 
 # ---- a real file-size limit ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_write_past_a_real_size_limit_names_the_file_and_keeps_the_previous(tmp_path):
     path = tmp_path / "LAST.pth"
     atomic_torch_save({"w": torch.ones(2)}, path)
@@ -53,6 +54,7 @@ def test_a_write_past_a_real_size_limit_names_the_file_and_keeps_the_previous(tm
     assert [p.name for p in tmp_path.iterdir()] == ["LAST.pth"]
 
 
+@pytest.mark.slow
 def test_training_that_hits_a_size_limit_stops_clearly_and_keeps_its_checkpoints(
         small_root, tmp_path):
     out = tmp_path / "run"
@@ -72,6 +74,7 @@ def test_training_that_hits_a_size_limit_stops_clearly_and_keeps_its_checkpoints
 
 # ---- --resume after the training set changed -------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_refuses_a_training_set_that_changed(small_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(small_root, root, ignore=shutil.ignore_patterns("*.store", ".*"))
@@ -96,9 +99,17 @@ def test_resume_refuses_a_training_set_that_changed(small_root, tmp_path):
 HOLDER = """
 import multiprocessing, sys, time
 from tasks.common.run_folder import RunLock
+
+def work(started):
+    started.set()  # the child runs: its after-fork hooks have run
+    time.sleep(120)
+
 lock = RunLock(sys.argv[1]).acquire()
-worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(120,))
+context = multiprocessing.get_context("fork")
+started = context.Event()
+worker = context.Process(target=work, args=(started,))
 worker.start()  # as a DataLoader worker: a forked child living on after its parent
+started.wait(60)
 print(worker.pid, flush=True)
 time.sleep(120)
 """

@@ -23,6 +23,7 @@ def _scalars(folder):
             for tag in reader.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_a_short_run_writes_curves_that_read_back(small_root, tmp_path):
     pytest.importorskip("tensorboard")
     out = tmp_path / "run"
@@ -41,6 +42,7 @@ def test_a_short_run_writes_curves_that_read_back(small_root, tmp_path):
             (r["epoch"], pytest.approx(epoch_scalars(r)[name], rel=1e-6)) for r in records]
 
 
+@pytest.mark.slow
 def test_pretraining_logs_each_tasks_loss_and_accuracy(small_root, tmp_path):
     pytest.importorskip("tensorboard")
     from tasks.pretrain.main import main as pretrain_main
@@ -57,6 +59,7 @@ def test_pretraining_logs_each_tasks_loss_and_accuracy(small_root, tmp_path):
             "epoch/valid_feat_loss"} <= expected <= tags
 
 
+@pytest.mark.slow
 def test_off_by_default_and_then_never_imported(small_root, tmp_path, monkeypatch):
     from tasks.vqa.main import build_parser
     args = build_parser().parse_args([])

@@ -22,6 +22,8 @@ from tasks.qa.task import QATask
 from tasks.retrieval.data import load_hard_negatives
 from tasks.vqa.main import main as vqa_main
 
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the fast tier
+
 STEPS = 384 // 32  # VQA train+nominival examples of the generated root / batch
 TRAIN = ["--train", "train,nominival", "--valid", "minival", "--batchSize", "32", "--lr", "1e-3"]
 

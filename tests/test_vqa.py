@@ -4,7 +4,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -13,6 +12,8 @@ from generated import ROOT, _env, common_flags, make_root
 from tasks.qa.task import soft_score
 from tasks.common.run_folder import read_metrics
 from tasks.vqa.main import main
+
+pytestmark = pytest.mark.slow  # end-to-end runs: not in the fast tier
 
 TRAIN = ["--train", "train,nominival", "--valid", "minival", "--batchSize", "8", "--lr", "1e-3"]
 
@@ -103,27 +104,55 @@ def test_soft_score_against_hand_computed_values():
         soft_score(data, answers[:2])
 
 
+# Run as a child process: dies by SIGKILL half-way through writing the second LAST.pth (the
+# first overwrite of a finished checkpoint), at the same point on every machine.
+DIE_WRITING_LAST = """
+import io, os, signal, sys
+import torch
+import tasks.common.checkpoints as checkpoints
+import tasks.common.trainer as trainer
+
+lasts = []
+
+def save(obj, path):
+    if os.path.basename(path) == "LAST.pth":
+        lasts.append(path)
+        if len(lasts) == 2:
+            def half_then_die(handle):
+                buffer = io.BytesIO()
+                torch.save(obj, buffer)
+                handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+                handle.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            checkpoints._atomic_write(path, half_then_die)
+    checkpoints.atomic_torch_save(obj, path)
+
+trainer.atomic_torch_save = save
+from tasks.vqa.main import main
+main(sys.argv[1:])
+"""
+
+
 def test_kill_never_leaves_a_corrupt_checkpoint(root, tmp_path):
-    """SIGKILL a run while it keeps rewriting checkpoints: whatever is on disk loads."""
+    """SIGKILL a run half-way through overwriting LAST.pth: every checkpoint on disk loads,
+    the half-written file is only a temporary, and --resume removes it and finishes."""
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "tasks.vqa.main"] + common_flags(root, out) + TRAIN + [
-        "--epochs", "50", "--checkpointEvery", "1"]
-    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while not (out / "LAST.pth").exists() and time.time() < deadline:
-            time.sleep(0.2)
-        time.sleep(0.7)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    for name in ("LAST.pth", "BEST.pth", "resume.pth"):
-        if (out / name).exists():
-            torch.load(out / name, map_location="cpu", weights_only=False)
-    assert (out / "LAST.pth").exists()
+    argv = common_flags(root, out) + TRAIN + ["--epochs", "3", "--checkpointEvery", "7"]
+    done = subprocess.run([sys.executable, "-c", DIE_WRITING_LAST] + argv, env=_env(),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    first_last = _weights(out / "LAST.pth")  # epoch 0's, intact
+    for name in ("BEST.pth", "resume.pth"):
+        torch.load(out / name, map_location="cpu", weights_only=False)
     leftovers = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
-    assert len(leftovers) <= 1  # at most the one being written when killed, never renamed
+    assert len(leftovers) == 1 and leftovers[0].startswith(".LAST.pth.")
+    with pytest.raises(Exception):  # the temporary is truncated: it never became LAST.pth
+        torch.load(out / leftovers[0], map_location="cpu", weights_only=True)
+    main(argv + ["--resume"])
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["epoch"] for r in records if "epoch" in r][-1] == 2
+    assert any(not torch.equal(first_last[k], v) for k, v in _weights(out / "LAST.pth").items())
 
 
 def test_two_process_ddp_matches_one_process(root, tmp_path):

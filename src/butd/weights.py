@@ -269,6 +269,8 @@ def check_state(state: dict, config: DetectorConfig, source: str,
             missing.remove(key)
             missing.remove(var)
             info.identity_norms.append(key[:-len(".running_mean")])
+            clean[key] = torch.zeros(expected[key])   # the identity: mean 0, variance 1
+            clean[var] = torch.ones(expected[var])
     if unexpected:
         problems.append(f"unexpected keys (not part of the detector): {_listing(unexpected)}")
     if missing:
@@ -317,8 +319,7 @@ def load_detector(path, config: Optional[DetectorConfig] = None,
                   **model_kwargs) -> tuple[BUTDDetector, LoadInfo]:
     """A BUTDDetector (CPU, eval mode) with the weights of `path`; see the module docstring."""
     clean, info, model = load_state(path, config, **model_kwargs)
-    model.load_state_dict(clean, strict=False)   # strictness was checked by check_state,
-    # which allows absent running statistics: those buffers keep their identity values
+    model.load_state_dict(clean)   # check_state filled absent running statistics explicitly
     return model.eval(), info
 
 

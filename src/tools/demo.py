@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from tools.predictor import QA_TASKS, ImageInput, Predictor, PredictorError, open_features
+from tools.predictor import ImageInput, Predictor, PredictorError, open_features
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,16 @@ class Demo:
     def task(self) -> str:
         return self.predictor.task
 
+    @property
+    def mode(self) -> str:
+        """How the model is questioned (its task's registry entry): answers, verify, rank."""
+        return self.predictor.mode
+
     def title(self) -> str:
         p, c = self.predictor, self.predictor.model.lxrt_encoder.config
         return (f"Serving `{p.checkpoint}` (task {p.task}; {c.l_layers}/{c.x_layers}/"
                 f"{c.r_layers} layers, hidden {c.hidden_size}"
-                + (f", {len(p.labels)} answers" if p.task in QA_TASKS else "") + ").")
+                + (f", {len(p.labels)} answers" if p.mode == "answers" else "") + ").")
 
     # ---- images ---------------------------------------------------------------------------
 
@@ -195,7 +200,7 @@ def build_app(demo: Demo):
         features = gr.Dropdown([(_shown_path(f), f) for f in demo.feature_files],
                                label="feature file",
                                value=demo.feature_files[0] if demo.feature_files else None)
-        if demo.task in QA_TASKS:
+        if demo.mode == "answers":
             with gr.Row():
                 with gr.Column():
                     upload, picked = _image_inputs(gr, demo, features, "an image")
@@ -208,7 +213,7 @@ def build_app(demo: Demo):
             button.click(_shown(demo.ask), inputs, [answers, picture], api_name="answer")
             question.submit(_shown(demo.ask), inputs, [answers, picture],
                             api_visibility="private")
-        elif demo.task == "nlvr2":
+        elif demo.mode == "verify" and demo.predictor.num_images == 2:
             with gr.Row():
                 with gr.Column():
                     left = _image_inputs(gr, demo, features, "the left image")
@@ -219,14 +224,14 @@ def build_app(demo: Demo):
             verdict = gr.Label(label="Is the statement true?", elem_id="verdict")
             button.click(_shown(demo.verify), [*left, *right, features, statement], verdict,
                          api_name="verify")
-        elif demo.task == "retrieval":
+        elif demo.mode == "rank":
             caption = gr.Textbox(label="Caption", elem_id="caption")
             button = gr.Button("Rank the images of the feature file", variant="primary")
             ranked = gr.Dataframe(headers=["rank", "img_id", "P(match)"], elem_id="ranked")
             button.click(_shown(demo.rank), [caption, features], ranked, api_name="rank")
         else:
-            raise DemoError(f"a {demo.task} model has no demo page (VQA/GQA, NLVR2 and "
-                            f"retrieval models do)")
+            raise DemoError(f"a {demo.task} model has no demo page (models that answer "
+                            f"questions, verify statements about two images or rank images do)")
     return app
 
 

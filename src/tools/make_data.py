@@ -18,6 +18,8 @@ Written (layout of data/README.md; N = --images images per feature file):
   lxmert/all_ans.json (copy of this repository's)
   lxmert/{mscoco_train,mscoco_nominival,mscoco_minival,vgnococo}.json: LXMERT's pre-training
   corpus format on the same images (captions from the attributes, the questions as QA)
+  the files of every registered task whose registry entry has a `generate` function, which
+  gets the images written here (`GeneratedImages`: ids and latent attributes per feature file)
   with --small-model: bert_config.json (a small LXMERT-S) and model_LXRT.pth, a randomly
   initialised pre-trained checkpoint in the authors' key layout with a `module.` prefix
   (its visual-[CLS] table is vocab x dim: about 250 MB for dim 2048, so use a small --dim
@@ -34,10 +36,12 @@ import pickle
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tasks.common import registry
 from tasks.common.tsv_format import ImageFeatures, encode_row
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "data"
@@ -50,6 +54,24 @@ SMALL_ANSWERS = ["yes", "no"] + COLORS + OBJECTS + ["white", "black", "car", "tr
 NUM_BOXES = 36
 SIGNAL_REGIONS = 12  # regions per attribute that carry its template (3 x 12 = all 36)
 SIGNAL_SCALE = 3.0
+
+
+@dataclass
+class GeneratedImages:
+    """The images tools.make_data wrote, for the tasks that write their own files on them (a
+    registry entry's `generate(images, root, summary)`): for each feature file (its path under
+    the root) its images as (img_id, attributes), the attributes being indices into `colors`,
+    `objects` and `sizes`; `rng` is the generator's, so a seed gives the same files."""
+    files: dict
+    rng: np.random.Generator
+    colors: tuple = tuple(COLORS)
+    objects: tuple = tuple(OBJECTS)
+    sizes: tuple = tuple(SIZES)
+
+    def words(self, attrs: dict) -> tuple[str, str, str]:
+        """(colour, object, size) of an image's attributes."""
+        return (self.colors[attrs["color"]], self.objects[attrs["object"]],
+                self.sizes[attrs["size"]])
 
 
 class _Generator:
@@ -151,7 +173,7 @@ def _write_answer_tables(dir_: Path, task: str, answers: str) -> int:
     return len(SMALL_ANSWERS)
 
 
-def _make_vqa(gen: _Generator, root: Path, n: int, answers: str, summary: dict) -> None:
+def _make_vqa(gen: _Generator, root: Path, n: int, answers: str, summary: dict) -> dict:
     rng = gen.rng
     summary["vqa answers"] = _write_answer_tables(root / "vqa", "vqa", answers)
     feat_dir = root / "mscoco_imgfeat"
@@ -189,7 +211,7 @@ def _make_vqa(gen: _Generator, root: Path, n: int, answers: str, summary: dict) 
     return images
 
 
-def _make_gqa(gen: _Generator, root: Path, n: int, answers: str, summary: dict) -> None:
+def _make_gqa(gen: _Generator, root: Path, n: int, answers: str, summary: dict) -> list:
     rng = gen.rng
     summary["gqa answers"] = _write_answer_tables(root / "gqa", "gqa", answers)
     feat_dir = root / "vg_gqa_imgfeat"
@@ -271,8 +293,10 @@ CAPTION_TEMPLATES = [
 ]
 
 
-def _make_flickr(gen: _Generator, root: Path, n: int, summary: dict) -> None:
+def _make_flickr(gen: _Generator, root: Path, n: int, summary: dict) -> dict:
+    """The Flickr30k files; returns {feature file: [(img_id, attributes)]}."""
     rng = gen.rng
+    written = {}
     out = root / "flickr30k"
     ids: list[int] = []
     seen: set[int] = set()
@@ -286,6 +310,7 @@ def _make_flickr(gen: _Generator, root: Path, n: int, summary: dict) -> None:
         paths = [f"{i}.jpg" for i in img_ids]
         attrs = gen.attributes(n)
         gen.write_tsv(out / f"flickr30k_{split}.tsv", paths, attrs)
+        written[f"flickr30k/flickr30k_{split}.tsv"] = list(zip(paths, attrs))
         ann = [{"img_path": p,
                 "sentences": [t.format(s=_size(a), c=_color(a), o=_obj(a))
                               for t in CAPTION_TEMPLATES]}
@@ -295,6 +320,7 @@ def _make_flickr(gen: _Generator, root: Path, n: int, summary: dict) -> None:
         if split == "train2014":
             _write_hard_negatives(rng, out / "hard_negative.pkl", img_ids, attrs)
             summary["flickr30k/hard_negative.pkl"] = len(img_ids)
+    return written
 
 
 def _pretrain_record(rng, img_id: str, a: dict, caption_source: str, qa_source: str) -> dict:
@@ -388,11 +414,17 @@ def make_data(out_root, images: int = 64, dim: int = 2048, seed: int = 0,
     coco = _make_vqa(gen, root, images, answers, summary)
     vg = _make_gqa(gen, root, images, answers, summary)
     _make_nlvr2(gen, root, images, summary)
-    _make_flickr(gen, root, images, summary)
+    flickr = _make_flickr(gen, root, images, summary)
     (root / "lxmert").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO_DATA / "lxmert" / "all_ans.json", root / "lxmert" / "all_ans.json")
     summary["lxmert/all_ans.json"] = "copied"
     _make_lxmert(gen.rng, root, coco, vg, summary)
+    written = GeneratedImages({**{f"mscoco_imgfeat/{name}_obj36.tsv": imgs
+                                  for name, imgs in coco.items()},
+                               "vg_gqa_imgfeat/vg_gqa_obj36.tsv": vg, **flickr}, gen.rng)
+    for entry in registry.entries().values():
+        if entry.generate is not None:
+            entry.generate(written, root, summary)
     if small_model:
         summary["model_LXRT.pth"] = str(write_small_model(root, dim, seed))
     return summary

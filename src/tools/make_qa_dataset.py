@@ -43,13 +43,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from tasks.vqa.entry import QA_DATASET_MANIFEST as MANIFEST  # ROOT/vqa/dataset.json
 from tools import extract_features
 from tools.image_files import BadImageError
 from tools.qa_rows import QAFileError, Row, read_rows
 from tools.vqa_answers import (answer_table, answer_type, normalize_answer, soft_scores,
                                top_answer)
 
-MANIFEST = "dataset.json"          # ROOT/vqa/dataset.json (tasks.common.paths reads it)
 MADE_BY = "tools.make_qa_dataset"
 FEATURES = "vqa_imgfeat/images.tsv"
 SPLIT_NAMES = ("train", "valid", "test")

@@ -7,14 +7,16 @@
         --imgId easyvqa_test_0 --question ...
     python -m tools.predict --load snap/vqa/NAME/BEST --image photo.jpg \\
         --extractor mine_obj36.extractor.npz --question ...   (a record of other features)
-    NLVR2:     --statement "..." with two images (--image A --image B, or --imgId A --imgId B)
+    statements (NLVR2: true or false about two images; classifying tasks: one of their
+    classes): --statement "..." with the task's image(s) (--image A [--image B], or
+    --imgId A [--imgId B])
     retrieval: --caption "..." --features FILE   (the top-k images of FILE)
 
 The task, model sizes, vocabulary, answer table and feature extractor come from the run's
 run_info.json. VQA/GQA probabilities are each answer's own sigmoid score, the function the
 head was trained with (BCE per answer; they need not sum to 1); `--normalise softmax` reports a
-softmax over the answer table instead. NLVR2's P(true) and retrieval's P(match) are the
-softmax of their 2-way heads.
+softmax over the answer table instead. P(true), P(match) and class probabilities are the
+softmax of their heads. How a task's model is questioned comes from its registry entry.
 """
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="img_id in --features (twice for NLVR2)")
     p.add_argument("--question", action="append", default=[], help="repeatable")
     p.add_argument("--questions", help="a text file, one question per line")
-    p.add_argument("--statement", action="append", default=[], help="NLVR2; repeatable")
+    p.add_argument("--statement", action="append", default=[],
+                   help="a statement to verify (NLVR2) or classify; repeatable")
     p.add_argument("--caption", help="retrieval: rank the images of --features")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--normalise", choices=NORMALISATIONS, default="sigmoid",
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "answers")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    g = p.add_argument_group("attention picture (VQA/GQA)")
+    g = p.add_argument_group("attention picture (models that answer questions: VQA/GQA)")
     g.add_argument("--attention", help="write the attention picture of the first question here")
     g.add_argument("--word", help="show this word piece's attention instead of the text [CLS]")
     g.add_argument("--layer", type=int, default=-1, help="cross-modality layer (-1: last)")
@@ -94,27 +97,35 @@ def images(predictor: Predictor, args, count: int) -> list:
 def run(args) -> dict:
     """Everything the command prints, as one dict (also what --json prints)."""
     predictor = Predictor.from_run(args.load, args.device, args.extractor_weights)
-    task = predictor.task
-    if args.attention and task in ("retrieval", "nlvr2"):
-        raise PredictorError(f"--attention draws one image's regions: VQA/GQA models only, "
-                             f"this is a {task} model")
-    if task == "retrieval":
+    task, mode = predictor.task, predictor.mode
+    if args.attention and mode != "answers":
+        raise PredictorError(f"--attention draws one image's regions for a question: models "
+                             f"that answer questions only, this is a {task} model")
+    if mode == "rank":
         if not args.caption or not args.features:
-            raise PredictorError("a retrieval model ranks images: give --caption and --features")
-        return {"task": task, "caption": args.caption,
+            raise PredictorError(f"a {task} model ranks images: give --caption and --features")
+        return {"task": task, "mode": mode, "caption": args.caption,
                 "images": predictor.rank_images(args.caption, args.features, args.topk)}
-    if task == "nlvr2":
-        left, right = images(predictor, args, 2)
-        verdicts = predictor.verify(args.statement, left, right)
-        return {"task": task, "images": [left.img_id, right.img_id],
-                "statements": [{"statement": s, "true": t, "p_true": p}
-                               for s, (t, p) in zip(args.statement, verdicts)]}
+    if mode in ("verify", "classify"):
+        if not args.statement:
+            raise PredictorError(f"a {task} model judges statements: give --statement")
+        shown = images(predictor, args, predictor.num_images)
+        result = {"task": task, "mode": mode, "images": [i.img_id for i in shown]}
+        if mode == "verify":
+            verdicts = predictor.verify(args.statement, *shown)
+            result["statements"] = [{"statement": s, "true": t, "p_true": p}
+                                    for s, (t, p) in zip(args.statement, verdicts)]
+        else:
+            labels = predictor.classify(args.statement, shown)
+            result["statements"] = [{"statement": s, "label": label, "probabilities": probs}
+                                    for s, (label, probs) in zip(args.statement, labels)]
+        return result
     questions = read_questions(args)
     if not questions:
         raise PredictorError(f"a {task} model answers questions: give --question or --questions")
     (image,) = images(predictor, args, 1)
     answers = predictor.answer(image, questions, args.topk, args.normalise)
-    result = {"task": task, "image": image.img_id, "normalise": args.normalise,
+    result = {"task": task, "mode": mode, "image": image.img_id, "normalise": args.normalise,
               "questions": [{"question": q, "answers": a} for q, a in zip(questions, answers)]}
     if args.attention:
         from tools.attention_map import draw_attention
@@ -133,14 +144,20 @@ def run(args) -> dict:
 
 
 def format_table(result: dict) -> str:
-    if result["task"] == "retrieval":
+    if result["mode"] == "rank":
         lines = [f"caption: {result['caption']}", "rank  P(match)  img_id"]
         lines += [f"{k:>4}  {p:8.4f}  {i}" for k, (i, p) in enumerate(result["images"], 1)]
         return "\n".join(lines)
-    if result["task"] == "nlvr2":
+    if result["mode"] == "verify":
         lines = [f"images: {' + '.join(result['images'])}"]
         lines += [f"{'True ' if s['true'] else 'False'}  P(true)={s['p_true']:.4f}  "
                   f"{s['statement']}" for s in result["statements"]]
+        return "\n".join(lines)
+    if result["mode"] == "classify":
+        lines = [f"image(s): {' + '.join(result['images'])}"]
+        for s in result["statements"]:
+            probs = "  ".join(f"{name} {p:.4f}" for name, p in s["probabilities"].items())
+            lines.append(f"{s['label']:<14} ({probs})  {s['statement']}")
         return "\n".join(lines)
     what = ("sigmoid score per answer (as trained; need not sum to 1)"
             if result["normalise"] == "sigmoid" else "softmax over the answer table")

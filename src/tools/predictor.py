@@ -1,5 +1,5 @@
-"""A fine-tuned run as a Python object: answer questions, verify NLVR2 statements, rank images
-for a caption, and read the attention maps behind an answer.
+"""A fine-tuned run as a Python object: answer questions, verify or classify statements about
+images, rank images for a caption, and read the attention maps behind an answer.
 
     from tools.predictor import Predictor
     p = Predictor.from_run("snap/easyvqa/easyvqa/BEST", device="cpu")
@@ -8,13 +8,16 @@ for a caption, and read the attention maps behind an answer.
 
 Everything the model needs besides the weights comes from the run's `run_info.json` (written
 next to BEST.pth/LAST.pth): the task, the model sizes, the vocabulary, the answer table and the
-feature files, whose `.extractor.npz` record says how a new image file is described.
+feature files, whose `.extractor.npz` record says how a new image file is described. The task's
+registry entry says how its model is built and questioned (`predict`: answers, verify,
+classify or rank).
 
 Probabilities. VQA/GQA heads are trained with a sigmoid (BCE) per answer, so the faithful
 number is each answer's own sigmoid score (`normalise="sigmoid"`, the default): scores of
 different answers are independent and need not sum to 1. `normalise="softmax"` rescales the
-logits over the answer table instead (sums to 1; the ranking is the same). NLVR2 and
-retrieval heads are 2-way softmax classifiers: P(true) and P(match) are their softmax.
+logits over the answer table instead (sums to 1; the ranking is the same). The heads of the
+other modes are softmax classifiers: P(true), P(match) and the class probabilities are their
+softmax.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from lxrt.config import LXRTConfig
 from lxrt.folder import VOCAB_NAME, FolderError, is_model_folder, read_folder_config
 from lxrt.loading import load_finetuned, resolve_finetuned_path
 from lxrt.tokenization import LXRTTokenizer
+from tasks.common import registry
 from tasks.common.features import FeatureStore, open_feature_store, read_manifest
 from tasks.common.model_setup import MAX_SEQ_LENGTH
 from tasks.common.run_record import answers_sha1, file_sha1
@@ -41,7 +45,8 @@ from tasks.qa.data import AnswerTable
 
 log = logging.getLogger(__name__)
 
-QA_TASKS = ("vqa", "gqa", "easyvqa")
+# what run_info.json's task_info must hold for each way of questioning a model
+MODE_KEYS = {"answers": ["num_answers", "ans2label", "label2ans"], "classify": ["class_names"]}
 NORMALISATIONS = ("sigmoid", "softmax")
 # an attribute is named with its object when the detector gives it at least this probability
 # (the threshold of bottom-up-attention's own demo)
@@ -84,7 +89,8 @@ def read_run_info(load: str | os.PathLike) -> tuple[Path, dict]:
     except ValueError as err:
         raise PredictorError(f"{info_path}: not valid JSON ({err})") from None
     task_info = info.get("task_info") or {}
-    if task_info.get("task") == "pretrain" or checkpoint.name.endswith("_LXRT.pth") \
+    entry = registry.entries().get(task_info.get("task"))
+    if (entry is not None and entry.predict is None) or checkpoint.name.endswith("_LXRT.pth") \
             or "stage" in (info.get("args") or {}):
         stem = str(checkpoint)
         stem = stem[:-len("_LXRT.pth")] if stem.endswith("_LXRT.pth") else stem
@@ -94,8 +100,8 @@ def read_run_info(load: str | os.PathLike) -> tuple[Path, dict]:
             f"(e.g. bash run/vqa_finetune.bash 0 NAME --loadLXMERT {stem}), then --load "
             f"snap/<task>/NAME/BEST")
     required = ["task", "model_config", "vocab_file"]
-    if task_info.get("task") in QA_TASKS:
-        required += ["num_answers", "ans2label", "label2ans"]
+    if "task" in task_info:
+        required += MODE_KEYS.get(task_entry(task_info["task"], info_path).predict, [])
     for key in required:
         if key not in task_info:
             raise PredictorError(f"{info_path}: no task_info.{key} (a run made before runs "
@@ -131,21 +137,21 @@ def extractor_records(task_info: dict) -> list[Path]:
     return [sidecar_path(f) for f in task_info.get("feature_files", [])]
 
 
+def task_entry(task: str, info_path: Path | str = "run_info.json") -> registry.TaskEntry:
+    """The registry entry of a run's task; a task tools.predict cannot question is an error."""
+    try:
+        entry = registry.get(task)
+    except registry.UnknownTaskError as err:
+        raise PredictorError(f"{info_path}: {err}") from None
+    if entry.build_model is None:
+        raise PredictorError(f"{info_path}: a {task} model cannot be built by tools.predict; "
+                             f"it builds "
+                             f"{sorted(n for n, e in registry.entries().items() if e.build_model)}")
+    return entry
+
+
 def build_task_model(task: str, config: LXRTConfig, task_info: dict) -> torch.nn.Module:
-    if task == "pretrain":
-        from lxrt.modeling import LXRTPretraining
-        return LXRTPretraining(config)
-    if task in QA_TASKS:
-        from tasks.qa.model import QAModel
-        return QAModel(config, int(task_info["num_answers"]))
-    if task == "nlvr2":
-        from tasks.nlvr2.model import NLVR2Model
-        return NLVR2Model(config)
-    if task == "retrieval":
-        from tasks.retrieval.model import RetrievalModel
-        return RetrievalModel(config)
-    raise PredictorError(f"unknown task {task!r}; known: "
-                         f"{list(QA_TASKS) + ['nlvr2', 'retrieval', 'pretrain']}")
+    return task_entry(task).build_model(config, task_info)
 
 
 def open_features(path: str | os.PathLike) -> FeatureStore:
@@ -217,19 +223,26 @@ class Predictor:
                  extractor_weights=None):
         self.model, self.task_info, self.tokenizer = model.eval(), task_info, tokenizer
         self.task, self.device, self.checkpoint = task_info["task"], device, checkpoint
+        self.entry = task_entry(self.task)
+        self.mode, self.num_images = self.entry.predict, self.entry.num_images
         self.extractor_weights = extractor_weights
         self._featurizers: dict = {}
-        self.answers = answers
-        if self.task in QA_TASKS and answers is None:
-            self.answers = trained_answers(task_info, checkpoint.parent / "run_info.json")
+        self.answers = None
+        if self.mode == "answers":
+            self.answers = answers if answers is not None else \
+                trained_answers(task_info, checkpoint.parent / "run_info.json")
+        # a run records its class names, a model folder its labels
+        names = task_info.get("class_names") or task_info.get("labels")
+        self.class_names = list(names) if self.mode == "classify" and names else []
 
     @property
     def labels(self) -> Optional[list]:
-        """What each output of the model's head means (the answers of a VQA/GQA model)."""
+        """What each output of the model's head means (the answers of a VQA/GQA model, the
+        classes of a classifying one)."""
         if self.answers is not None:
             return list(self.answers)
         fixed = getattr(self.model, "default_labels", None)
-        return list(fixed) if fixed else None
+        return list(fixed) if fixed else (list(self.class_names) or None)
 
     @classmethod
     def from_run(cls, load: str | os.PathLike, device: str = "cpu",
@@ -253,7 +266,7 @@ class Predictor:
                        extractor_weights=None, answers: Optional[list] = None) -> "Predictor":
         """The model of `task_info` (recorded in `where`) with the weights of `checkpoint`;
         a VQA/GQA model's `answers` default to those its run recorded."""
-        if task_info["task"] in QA_TASKS and answers is None:
+        if task_entry(task_info["task"], where).predict == "answers" and answers is None:
             answers = trained_answers(task_info, Path(where))
         config = LXRTConfig.from_dict(task_info["model_config"])
         model = build_task_model(task_info["task"], config, task_info)
@@ -342,10 +355,10 @@ class Predictor:
                                  f"region features; this model takes {expected}")
         return feats.repeat_interleave(repeat, 0), boxes.repeat_interleave(repeat, 0)
 
-    def _require(self, *tasks: str, what: str) -> None:
-        if self.task not in tasks:
+    def _require(self, mode: str, what: str) -> None:
+        if self.mode != mode:
             raise PredictorError(f"{self.checkpoint} is a {self.task} model; {what} needs a "
-                                 f"{'/'.join(tasks)} model")
+                                 f"{'/'.join(registry.with_mode(mode))} model")
 
     # ---- predictions ----------------------------------------------------------------------
 
@@ -355,7 +368,7 @@ class Predictor:
         """[Q, answers] probabilities of every answer for each question about `image`, the
         questions going through the model `batch_size` at a time (memory stays flat for any
         number of questions)."""
-        self._require(*QA_TASKS, what="answering questions")
+        self._require("answers", what="answering questions")
         if normalise not in NORMALISATIONS:
             raise PredictorError(f"normalise must be one of {NORMALISATIONS}, got {normalise!r}")
         check_sentences(questions)  # every question, before the first batch
@@ -380,23 +393,45 @@ class Predictor:
                 for vs, ls in zip(values, labels)]
 
     @torch.no_grad()
-    def verify(self, statements: Sequence[str], left: ImageInput,
-               right: ImageInput) -> list[tuple[bool, float]]:
-        """NLVR2: for each statement about the image pair, (true?, P(true))."""
-        self._require("nlvr2", what="verifying a statement about two images")
+    def class_scores(self, statements: Sequence[str], images: Sequence[ImageInput]) -> torch.Tensor:
+        """[S, classes] softmax probabilities of each statement about `images` (as many as
+        the task takes per example)."""
+        if len(images) != self.num_images:
+            raise PredictorError(f"a {self.task} model takes {self.num_images} image(s), got "
+                                 f"{len(images)}")
         text = self.encode(statements)
-        feats, boxes = self._visual([left, right])
+        feats, boxes = self._visual(images)
         n = len(statements)
+        if self.num_images > 1:  # one example holds them all: [S, images, O, D]
+            feats, boxes = feats[None], boxes[None]
+        feats = feats.expand(n, *feats.shape[1:])
+        boxes = boxes.expand(n, *boxes.shape[1:])
         logits = self.model(text["input_ids"], text["token_position"], text["input_mask"],
-                            feats[None].expand(n, -1, -1, -1), boxes[None].expand(n, -1, -1, -1))
-        p_true = logits.float().softmax(-1)[:, 1].cpu()
-        return [(bool(p > 0.5), float(p)) for p in p_true]
+                            feats, boxes)
+        return logits.float().softmax(-1).cpu()
+
+    def verify(self, statements: Sequence[str], left: ImageInput,
+               right: ImageInput | None = None) -> list[tuple[bool, float]]:
+        """For each statement about the image(s), (true?, P(true)); class 1 is "true"."""
+        self._require("verify", what="verifying a statement")
+        images = [left] if right is None else [left, right]
+        return [(bool(p > 0.5), float(p)) for p in self.class_scores(statements, images)[:, 1]]
+
+    def classify(self, statements: Sequence[str], images: Sequence[ImageInput]
+                 ) -> list[tuple[str, dict]]:
+        """For each statement about `images`, (its class, {class name: probability})."""
+        self._require("classify", what="classifying a statement")
+        out = []
+        for row in self.class_scores(statements, images):
+            probs = {name: float(p) for name, p in zip(self.class_names, row)}
+            out.append((self.class_names[int(row.argmax())], probs))
+        return out
 
     @torch.no_grad()
     def rank_images(self, caption: str, features: str | os.PathLike, topk: int = 5,
                     batch_size: int = 256) -> list[tuple[str, float]]:
         """Retrieval: the `topk` images of a feature file for `caption`, with P(match)."""
-        self._require("retrieval", what="ranking images for a caption")
+        self._require("rank", what="ranking images for a caption")
         store = features if isinstance(features, FeatureStore) else open_features(features)
         text = self.encode([caption])
         scores = []

@@ -2,7 +2,8 @@
 
 The authors' camelCase flags are kept (`--batchSize`, `--loadLXMERT`, `--llayers`, ...), each
 with a kebab-case alias; defaults are the LXMERT-S recipe where the authors' run scripts always
-override param.py (0/5/0 layers, batch 32, lr 5e-5)."""
+override param.py (0/5/0 layers, batch 32, lr 5e-5). `--recipe` puts a launcher's recipe
+between the defaults and the command line (`tasks.common.settings`)."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,10 @@ def add_flag(parser, flag: str, aliases=(), **kwargs):
 
 def base_parser(description: str, epochs: int) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
+    add_flag(p, "--recipe", default=None,
+             help="settings between the defaults and the command line: a recipe this entry "
+                  "point declares (the launchers', e.g. vqa_finetune) or a JSON file "
+                  "{flag: value}; a flag given on the command line wins, and the log says so")
     g = p.add_argument_group("splits")
     add_flag(g, "--train", default="train",
              help="comma-separated training splits ('' = no training)")

@@ -4,6 +4,7 @@ A process started by torchrun has RANK/WORLD_SIZE/LOCAL_RANK in its environment;
 runs as a single process. Rank 0 alone writes files and logs."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -59,9 +60,24 @@ def gather_objects(info: DistInfo, obj):
 
 
 def sum_over_ranks(info: DistInfo, value):
-    """Sum a 0-d stat tensor over ranks (identity in one process)."""
+    """Sum a stat tensor over ranks (identity in one process); float64 stays float64, any
+    other type is summed as float32."""
     if not info.enabled or not torch.is_tensor(value):
         return value
-    value = value.clone().float()
+    value = value.clone() if value.dtype == torch.float64 else value.clone().float()
     dist.all_reduce(value)
     return value
+
+
+@contextlib.contextmanager
+def rank_zero_first():
+    """Run the block on rank 0 first and on the other ranks after it: rank 0 builds the caches
+    (converted files, indices) that the others then read instead of racing to write them.
+    One process: just the block."""
+    active = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    first = not active or dist.get_rank() == 0
+    if not first:
+        dist.barrier()  # wait for rank 0 to finish the block
+    yield
+    if active and first:
+        dist.barrier()  # release the others

@@ -4,6 +4,7 @@ split is built. Every error names the file, the item and the key.
 """
 from __future__ import annotations
 
+import json
 import logging
 import numbers
 from pathlib import Path
@@ -12,16 +13,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from lxrt.jsonfile import read_json as _read_json_file
+from tasks.common import registry
 
 log = logging.getLogger(__name__)
 
 # the token arrays every dataset item and every tokenized split holds
 TEXT_KEYS = ("input_ids", "token_position", "input_mask")
-
-# --tiny / --fast image counts (vqa_data.py:18-19 uses 200 for VQA; the other tasks keep 512)
-TINY_IMG_NUM = {"vqa": 200, "gqa": 512, "nlvr2": 512, "easyvqa": 200, "retrieval": 512}
-FAST_IMG_NUM = 5000
-MINIVAL_TOPK = 5000  # VQA minival reads only the first 5000 TSV lines (vqa_data.py:102)
 
 
 class DataFormatError(ValueError):
@@ -48,27 +45,24 @@ def is_number(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def feature_topk(split: str, tiny: bool = False, fast: bool = False,
-                 task: str = "vqa") -> int | None:
-    """How many TSV lines to read for `split`: `--tiny` (200 images for VQA, 512 for GQA and
-    NLVR2), `--fast` (5000), VQA `minival` (the first 5000 lines); None = all lines. GQA
-    `testdev` is always read whole.
-    A non-None result means the user asked for a subset: questions whose image was not loaded
-    are then dropped instead of raising."""
-    if task not in TINY_IMG_NUM:
-        raise ValueError(f"unknown task {task!r}; known: {sorted(TINY_IMG_NUM)}")
-    if task == "gqa" and split == "testdev":
-        if tiny or fast:  # as the authors: every testdev image, so its score is comparable
-            log.info("GQA testdev: all images are loaded (--tiny/--fast do not cut it)")
+def feature_topk(split: str, tiny: bool = False, fast: bool = False, *,
+                 task: str) -> int | None:
+    """How many TSV lines to read for `split` of `task`, as its registry entry declares:
+    --tiny (`tiny_images`: 200 images for VQA, 512 for GQA and NLVR2), --fast
+    (`fast_images`: 5000), a split always cut (`split_images`: VQA minival, the first 5000
+    lines, vqa_data.py:102); None = all lines. A split of `whole_splits` (GQA testdev) is
+    always read whole. A non-None result means the user asked for a subset: questions whose
+    image was not loaded are then dropped instead of raising."""
+    entry = registry.get(task)
+    if split in entry.whole_splits:
+        if tiny or fast:  # as the authors: every image, so its score is comparable
+            log.info("%s %s: all images are loaded (--tiny/--fast do not cut it)", task, split)
         return None
     if tiny:
-        return TINY_IMG_NUM[task]
+        return entry.tiny_images
     if fast:
-        return FAST_IMG_NUM
-    if task == "vqa" and split == "minival":
-        return MINIVAL_TOPK
-    return None
-
+        return entry.fast_images
+    return entry.split_images.get(split)
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -87,6 +81,31 @@ def read_records(path: str | Path, what: str, required: Sequence[str]) -> list[d
         for key in required:
             if key not in datum:
                 raise DataFormatError(f"{path}: item {i}: missing key {key!r}")
+    return data
+
+
+def read_json_lines(path: str | Path, what: str, required: Sequence[str]) -> list[dict]:
+    """A JSON-lines file of objects that each have the `required` keys (blank lines are
+    skipped); errors name the file, the line and the key."""
+    path, data = Path(path), []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"data file not found: {path}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise DataFormatError(f"{path}: line {n}: not JSON ({err})") from None
+        if not isinstance(record, dict):
+            raise DataFormatError(f"{path}: line {n}: expected an object (one of the {what}), "
+                                  f"got {type(record).__name__}")
+        missing = [key for key in required if key not in record]
+        if missing:
+            raise DataFormatError(f"{path}: line {n}: missing key {missing[0]!r}")
+        data.append(record)
     return data
 
 
@@ -234,3 +253,30 @@ def check_not_empty(dataset, files, subset: bool, what: str = "questions") -> No
     else:
         why = f"the file(s) {names} hold no {what}"
     raise DataFormatError(f"split {dataset.split_name!r} is empty: {why}")
+
+
+def load_splits(root, task: str, splits, read, build, *, tiny: bool = False,
+                fast: bool = False, cache_dir=None, fp16: bool = False,
+                feat_dim: int | None = None, feature_files=None, what: str = "questions"):
+    """The dataset of comma-separated `splits` of `task` under the data root `root`: each
+    split's `examples` file is read with `read(path) -> list of records`, its feature files
+    (`feature_files(split) -> paths`, default its `features` file) opened with the task's
+    --tiny/--fast limits, the feature size checked against the model's (`feat_dim`), and
+    `build(records, stores, split_name, subset, num_boxes)` makes the dataset. An empty
+    result is an error that says why."""
+    names = split_list(splits)
+    if not names:
+        raise ValueError("no split given")
+    data, paths_topk, files, subset = [], [], [], False
+    for split in names:
+        files.append(root.path(task, "examples", split))
+        data.extend(read(files[-1]))
+        topk = feature_topk(split, tiny, fast, task=task)
+        subset = subset or topk is not None
+        paths = feature_files(split) if feature_files else [root.path(task, "features", split)]
+        paths_topk += [(path, topk) for path in paths]
+    stores = open_stores(paths_topk, cache_dir=cache_dir, fp16=fp16)
+    check_feature_dim(stores, feat_dim)
+    dataset = build(data, stores, ",".join(names), subset, stores_num_boxes(stores))
+    check_not_empty(dataset, files, subset and bool(data), what=what)
+    return dataset

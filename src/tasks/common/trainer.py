@@ -37,6 +37,8 @@ from tasks.common.batching import (longest_first, split_batch, text_lengths,
 from tasks.common.checkpoints import (atomic_torch_save, atomic_write_json,
                                       remove_stale_temporaries)
 from tasks.common.divergence import NONFINITE_CHECK_EVERY, NonFiniteLossWatch
+from tasks.common.evaluation import EvalContext
+from tasks.common.task import CheckpointFiles, EvalResult, Task  # noqa: F401 (re-exported)
 from tasks.common.precision import autocast, grad_scaler
 from tasks.common.resume import (RESUME_FORMAT, check_same_run, epoch_stats_to_plain,
                                  load_resume_file, plain_args, plain_data, plain_scalar,
@@ -48,17 +50,10 @@ from tasks.common.runtime import (compile_module, default_num_workers, entry_poi
                                   resolve_device, seed_everything, setup_logging)
 from tasks.common.sampler import EpochSampler, training_sampler
 from tasks.common.scalar_log import scalar_log
+from tasks.common.settings import Settings, parse_settings
 from tasks.common.task_dataset import TaskDataset
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalResult:
-    score: float                       # the number model selection uses (Task.score_is_loss)
-    metrics: dict = field(default_factory=dict)
-    predictions: object = None         # whatever the task's writer needs
-    epoch: Optional[int] = None        # set on the result `Trainer.fit` returns (the best)
 
 
 def improves(score: float, best_score: float, best_epoch: Optional[int], is_loss: bool) -> bool:
@@ -72,69 +67,6 @@ def improves(score: float, best_score: float, best_epoch: Optional[int], is_loss
 def format_score(score: float, is_loss: bool) -> str:
     """`loss 6.6079` for a loss, `66.08` (percent) for an accuracy-like score."""
     return f"loss {score:0.4f}" if is_loss else f"{score * 100:0.2f}"
-
-
-@dataclass(frozen=True)
-class CheckpointFiles:
-    """The weight files the trainer writes in the output folder for a task: `best` on a
-    strictly better validation score, `last` after every epoch, and, when set, `per_epoch`
-    after every epoch too: a format string with `{number}`, the epoch counted from 1 (the
-    first epoch writes Epoch01 as LXMERT; `{epoch}`, counted from 0, is metrics.jsonl's)."""
-    best: str = "BEST.pth"
-    last: str = "LAST.pth"
-    per_epoch: Optional[str] = None
-
-
-class Task:
-    """What a task supplies. Methods receive the `Trainer` for device/precision/loaders."""
-    name = "task"
-    checkpoint_files = CheckpointFiles()
-    score_is_loss = False  # True: evaluate's score is a loss, lower is better
-
-    def build_model(self) -> nn.Module:
-        raise NotImplementedError
-
-    def load_weights(self, model: nn.Module) -> None:
-        """Pre-trained (--loadLXMERT / --loadLXMERTQA) or fine-tuned (--load) weights."""
-
-    def train_dataset(self) -> Optional[TaskDataset]:
-        """The training set: a `TaskDataset`, whose hooks (text `tokens`, `set_epoch`,
-        `worker_init_fn`) the trainer calls."""
-        return None
-
-    def compute_loss(self, model: nn.Module, batch: dict):
-        """-> (loss, stats) where stats maps names to summable 0-d tensors (e.g. hits)."""
-        raise NotImplementedError
-
-    def train_score(self, stats: dict, samples: int) -> Optional[float]:
-        """The epoch's training score from its `compute_loss` stats summed over all batches
-        and ranks, and the number of examples trained on; None: report the loss only."""
-        return None
-
-    def epoch_metrics(self, stats: dict, samples: int) -> dict:
-        """More training figures of the epoch (e.g. one loss per pre-training task), from the
-        same summed stats as `train_score`; added to metrics.jsonl (`train`) and the log."""
-        return {}
-
-    def checkpoint_state(self, model: nn.Module) -> dict:
-        """What the checkpoint files hold (default: the model's own state dict)."""
-        return model.state_dict()
-
-    def evaluate(self, trainer: "Trainer", model: nn.Module, split: str) -> EvalResult:
-        raise NotImplementedError
-
-    def write_results(self, trainer: "Trainer", result: EvalResult, split: str) -> None:
-        """Write the test-server / prediction file for `split` (rank 0 only)."""
-
-    def run_inputs(self) -> dict:
-        """Plain data naming inputs that flags do not show (e.g. the content of a config file
-        a flag names): saved in resume.pth, and a --resume that finds them changed stops."""
-        return {}
-
-    def run_info(self) -> dict:
-        """What a predictor needs besides the weights (task, model sizes, answer table,
-        feature files), recorded in run_info.json under "task_info"."""
-        return {}
 
 
 @dataclass
@@ -266,30 +198,27 @@ class Trainer:
     def eval_batch_size(self) -> int:
         return self.args.eval_batch_size or max(1, 4 * self.args.batch_size // self.dist.world_size)
 
-    def predict(self, model: nn.Module, dataset: Dataset, step: Callable, desc: str = "eval"):
-        """Run `step(model, batch) -> dict of [B, ...] tensors` over `dataset` (sharded across
-        ranks) and return the outputs concatenated on the CPU in dataset order."""
+    def context(self) -> EvalContext:
+        """What a task's evaluation and result writer see of the trainer."""
+        return EvalContext(device=self.device, autocast=self.autocast, dist=self.dist,
+                           is_main=self.is_main, progress=self.shows_progress,
+                           output=self.output, run_batches=self._eval_batches)
+
+    def _eval_batches(self, model: nn.Module, dataset: Dataset, step: Callable, desc: str):
+        """`step(model, batch)` over this rank's share of `dataset` (longest text first when
+        padding is trimmed) -> (the share's dataset indices, the outputs of each batch)."""
         indices = list(range(self.dist.rank, len(dataset), self.dist.world_size))
         lengths = text_lengths(dataset)
         if lengths is not None and self.args.trim_padding:
-            indices = longest_first(indices, lengths)  # outputs go back to dataset order below
+            indices = longest_first(indices, lengths)  # EvalContext.predict restores the order
         subset = torch.utils.data.Subset(dataset, indices)
         loader = self._loader(subset, self.eval_batch_size())
-        chunks: dict = {}
+        outputs = []
         model.eval()
         with torch.no_grad(), self.autocast():
             for batch in progress(loader, desc, self.shows_progress):
-                out = step(model, self.to_device(batch))
-                for key, value in out.items():
-                    chunks.setdefault(key, []).append(value.detach())
-        local = {k: torch.cat(v).float().cpu() if v[0].is_floating_point() else torch.cat(v).cpu()
-                 for k, v in chunks.items()}
-        gathered = distributed.gather_objects(self.dist, (indices, local))
-        order = torch.tensor([i for idx, _ in gathered for i in idx], dtype=torch.long)
-        merged = {k: torch.cat([part[k] for _, part in gathered]) for k in local}
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(len(order))
-        return {k: v[inverse] for k, v in merged.items()}
+                outputs.append(step(model, self.to_device(batch)))
+        return indices, outputs
 
     @property
     def use_tqdm(self) -> bool:
@@ -473,7 +402,7 @@ class Trainer:
 
     def _validate(self, model, valid_split: str, state: TrainState) -> EvalResult:
         """Evaluate the finished epoch; a strictly better score becomes the best checkpoint."""
-        result = self.task.evaluate(self, model, valid_split)
+        result = self.task.evaluate(self.context(), model, valid_split)
         if improves(result.score, state.best_score, state.best_epoch, self.task.score_is_loss):
             state.best_score, state.best_epoch = result.score, state.epoch
             state.best_metrics = plain_data(result.metrics)
@@ -558,13 +487,16 @@ class Trainer:
 
     # ---- run info -----------------------------------------------------------------------
 
-    def write_run_info(self, argv) -> None:
+    def write_run_info(self, argv, sources: Optional[dict] = None) -> None:
+        """run_info.json: the command, every setting's value (`args`) and where it came from
+        (`sources`: default, a recipe, the command line), versions, device, task info."""
         if not self.is_main:
             return
         info = {"argv": list(argv), "entry_point": entry_point(), "args": vars(self.args),
-                "git_commit": git_commit(), "versions": library_versions(),
-                "device": str(self.device), "world_size": self.dist.world_size,
-                "host": platform.node(), "cuda": gpu_name(self.device),
+                "sources": sources or {}, "git_commit": git_commit(),
+                "versions": library_versions(), "device": str(self.device),
+                "world_size": self.dist.world_size, "host": platform.node(),
+                "cuda": gpu_name(self.device),
                 "checkpoint_files": dataclasses.asdict(self.task.checkpoint_files),
                 "task_info": self.task.run_info()}
         atomic_write_json(self.output / "run_info.json", info, indent=2, default=str)
@@ -578,18 +510,26 @@ class Trainer:
             self.lock.release()
 
 
-def run_task(args, task: Task, argv) -> dict:
+def run_task(args, task: Task, argv, settings: Optional[Settings] = None) -> dict:
     """What every task's `main(argv)` does: train (then validate each epoch), or with --test
-    predict one split, report its metrics and write its result file. Returns a summary."""
+    predict one split, report its metrics and write its result file. Returns a summary.
+    `settings`: where each value of `args` came from (`tasks.common.settings`)."""
+    if not args.test and not args.train:
+        raise SystemExit("nothing to do: give --train SPLITS to train (validating on --valid) "
+                         "or --test SPLIT to predict a split")
+    settings = settings or Settings.given(args)
     check_loaded_runs(args, task.run_info())  # before anything is written
     trainer = Trainer(args, task)
     try:
-        trainer.write_run_info(argv if argv is not None else sys.argv[1:])
+        for line in settings.overrides:
+            log.info(line)
+        trainer.write_run_info(argv if argv is not None else sys.argv[1:], settings.sources)
         model = trainer.prepare_model()
         summary: dict = {"output": str(trainer.output)}
         if args.test:
-            result = task.evaluate(trainer, model, args.test)
-            task.write_results(trainer, result, args.test)
+            ctx = trainer.context()
+            result = task.evaluate(ctx, model, args.test)
+            task.write_results(ctx, result, args.test)
             summary["test"] = result.metrics
             log.info("test %s: %s", args.test, json.dumps(result.metrics))
             if trainer.is_main:
@@ -605,3 +545,10 @@ def run_task(args, task: Task, argv) -> dict:
         return summary
     finally:
         trainer.close()
+
+
+def run_main(parser, make_task, argv, folder: str) -> dict:
+    """A task's whole `main(argv)`: its settings (defaults, a recipe of the tasks whose entry
+    point is `folder`.main, the command line), then `run_task` on `make_task(args)`."""
+    settings = parse_settings(parser, argv, folder)
+    return run_task(settings.args, make_task(settings.args), argv, settings)

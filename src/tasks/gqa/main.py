@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import sys
 
-from tasks.common.args import add_flag, base_parser, validate_args
+from tasks.common.args import add_flag, base_parser
 from tasks.qa.task import GQA_SPEC, QATask
-from tasks.common.trainer import run_task
+from tasks.common.trainer import run_main
 
 
 def build_parser():
@@ -30,8 +30,7 @@ def build_parser():
 
 
 def main(argv=None) -> dict:
-    args = validate_args(build_parser().parse_args(argv))
-    return run_task(args, QATask(args, GQA_SPEC), argv)
+    return run_main(build_parser(), lambda args: QATask(args, GQA_SPEC), argv, __package__)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import sys
 
-from tasks.common.args import base_parser, validate_args
-from tasks.common.trainer import run_task
+from tasks.common.args import base_parser
+from tasks.common.trainer import run_main
 from tasks.nlvr2.task import NLVR2Task
 
 
@@ -27,8 +27,7 @@ def build_parser():
 
 
 def main(argv=None) -> dict:
-    args = validate_args(build_parser().parse_args(argv))
-    return run_task(args, NLVR2Task(args), argv)
+    return run_main(build_parser(), NLVR2Task, argv, __package__)
 
 
 if __name__ == "__main__":

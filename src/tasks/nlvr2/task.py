@@ -9,27 +9,18 @@ clear error instead of the authors' silently empty `hidden_predict.csv` (same se
 """
 from __future__ import annotations
 
-import logging
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-import torch.nn.functional as F
 
-from lxrt.tokenization import LXRTTokenizer, find_vocab_file
-from tasks.common.args import subset_flags, warn_if_loaded_whole
-from tasks.common.checkpoints import atomic_write_text
-from tasks.common.paths import DataFileNotFoundError, DataRoot
-from tasks.common.model_setup import (MAX_SEQ_LENGTH, build_config, load_task_weights,
-                                      model_run_info)
+from tasks.common.paths import DataFileNotFoundError
 from tasks.common.readers import split_list
-from tasks.common.trainer import EvalResult, Task
+from tasks.common.task import ClassifierTask, EvalResult
 from tasks.nlvr2.data import IGNORE_LABEL, load_nlvr2_dataset
 from tasks.nlvr2.model import NLVR2Model
-
-log = logging.getLogger(__name__)
 
 HIDDEN_SPLIT = "hidden"
 
@@ -99,8 +90,10 @@ def check_predictions_csv(text: str, identifiers: Sequence[str]) -> None:
 
 # ---- the task ---------------------------------------------------------------------------------
 
-class NLVR2Task(Task):
+class NLVR2Task(ClassifierTask):
     name = "nlvr2"
+    class_names = ("False", "True")  # the result file's words; class 1: the statement holds
+    num_images = 2
 
     def __init__(self, args):
         if args.load_lxmert_qa:
@@ -110,11 +103,7 @@ class NLVR2Task(Task):
                              "--loadLXMERT "
                              f"{args.load_lxmert_qa} for the pre-trained encoder, or --load for "
                              "a fine-tuned NLVR2 model")
-        self.args = args
-        self.root = DataRoot(args.data_root)
-        self.config = build_config(args)
-        self.tokenizer = LXRTTokenizer(find_vocab_file(self.root.root), MAX_SEQ_LENGTH)
-        self._datasets: dict = {}
+        super().__init__(args)
         for splits in ([args.test] if args.test else [args.train, args.valid]):
             for split in split_list(splits or ""):
                 self.check_split_files(split)
@@ -123,8 +112,8 @@ class NLVR2Task(Task):
         """Fail before any model is built when a split's files are missing; the hidden test set
         (test2) is not distributed with the public NLVR2 data, so say what to provide."""
         try:
-            self.root.nlvr2_json(split)
-            self.root.nlvr2_features(split)
+            self.root.path(self.name, "examples", split)
+            self.root.path(self.name, "features", split)
         except DataFileNotFoundError as err:
             if split != HIDDEN_SPLIT:
                 raise
@@ -137,61 +126,19 @@ class NLVR2Task(Task):
                 f"{err}"
             ) from None
 
-    # ---- model and weights ----------------------------------------------------------------
-
-    def run_info(self) -> dict:
-        return model_run_info("nlvr2", self.config, self.tokenizer)
-
     def build_model(self):
         return NLVR2Model(self.config)
 
-    def load_weights(self, model) -> None:
-        load_task_weights(self.args, model, self.config)
+    def load_dataset(self, splits, tiny, fast, require_label):
+        return load_nlvr2_dataset(
+            self.root, splits, self.tokenizer, tiny=tiny, fast=fast,
+            cache_dir=self.args.feature_cache, fp16=self.args.fp16_features,
+            require_label=require_label, feat_dim=self.config.visual_feat_dim)
 
-    # ---- data -----------------------------------------------------------------------------
+    # ---- metrics and result files (the loss is ClassifierTask's) -----------------------------
 
-    def dataset(self, splits: str):
-        tiny, fast = subset_flags(self.args, splits)
-        key = (splits, tiny, fast)  # the test split is never served from a cut copy
-        if key not in self._datasets:
-            warn_if_loaded_whole(self.args, splits, tiny, fast)
-            validating = not self.args.test and splits == self.args.valid
-            self._datasets[key] = load_nlvr2_dataset(
-                self.root, splits, self.tokenizer, tiny=tiny, fast=fast,
-                cache_dir=self.args.feature_cache, fp16=self.args.fp16_features,
-                require_label=validating, feat_dim=self.config.visual_feat_dim)
-        return self._datasets[key]
-
-    def train_dataset(self):
-        train = self.dataset(self.args.train)
-        if self.args.valid:  # load and check it now, not after the first epoch
-            self.dataset(self.args.valid)
-        return train
-
-    # ---- loss and metrics -----------------------------------------------------------------
-
-    @staticmethod
-    def _logits(model, batch):
-        return model(batch["input_ids"], batch["token_position"], batch["input_mask"],
-                     batch["feats"], batch["boxes"])
-
-    def compute_loss(self, model, batch):
-        logits = self._logits(model, batch)
-        target = batch["target"]
-        loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_LABEL)
-        hits = (logits.argmax(1) == target).sum()
-        return loss, {"hits": hits}
-
-    def train_score(self, stats, samples):
-        return stats["hits"].item() / max(samples, 1)
-
-    def _predict_step(self, model, batch):
-        return {"label": self._logits(model, batch).argmax(1)}
-
-    def evaluate(self, trainer, model, split: str) -> EvalResult:
-        dataset = self.dataset(split)
-        out = trainer.predict(model, dataset, self._predict_step, desc=f"predict {split}")
-        predictions = out["label"].numpy()
+    def evaluate(self, ctx, model, split: str) -> EvalResult:
+        dataset, predictions = self.predict_labels(ctx, model, split)
         metrics = nlvr2_metrics(dataset.identifiers, predictions, dataset.labels)
         score = metrics["accuracy"]
         for key in ("accuracy", "consistency"):  # percentages in logs, as the other tasks
@@ -201,14 +148,8 @@ class NLVR2Task(Task):
             del metrics["accuracy"]
         return EvalResult(score, {"split": split, **metrics}, predictions)
 
-    # ---- result files ---------------------------------------------------------------------
-
-    def write_results(self, trainer, result: EvalResult, split: str) -> Optional[Path]:
+    def write_results(self, ctx, result: EvalResult, split: str) -> Optional[Path]:
         identifiers = self.dataset(split).identifiers
         text = format_predictions(identifiers, result.predictions)
         check_predictions_csv(text, identifiers)
-        path = Path(trainer.output) / f"{split}_predict.csv"
-        if trainer.is_main:
-            atomic_write_text(path, text)
-            log.info("wrote %s: %d predictions", path, len(identifiers))
-        return path
+        return self.write_result_file(ctx, f"{split}_predict.csv", text, len(identifiers))

@@ -27,33 +27,29 @@ from tasks.pretrain.stage import StageConfig
 
 log = logging.getLogger(__name__)
 
-TINY_IMG_NUM = 500   # LXMERT's --tiny / --fast image counts per feature file
-FAST_IMG_NUM = 5000
 MAX_NEGATIVE_DRAWS = 1000  # ITM negative draws before a corpus is declared too uniform
 
-# corpus name -> its feature file
+# corpus name -> the (task, split) whose feature file holds its images
 CORPUS_FEATURES = {
-    "mscoco_train": lambda root: root.vqa_features("train"),
-    "mscoco_nominival": lambda root: root.vqa_features("nominival"),
-    "mscoco_minival": lambda root: root.vqa_features("minival"),
-    "vgnococo": lambda root: root.gqa_features("train"),
-    "easyvqa_train": lambda root: root.easyvqa_features("train"),
-    "easyvqa_minival": lambda root: root.easyvqa_features("train"),
+    "mscoco_train": ("vqa", "train"),
+    "mscoco_nominival": ("vqa", "nominival"),
+    "mscoco_minival": ("vqa", "minival"),
+    "vgnococo": ("gqa", "train"),
+    "easyvqa_train": ("easyvqa", "train"),
+    "easyvqa_minival": ("easyvqa", "train"),
 }
 
 
 def corpus_json(root: DataRoot, name: str) -> Path:
-    return DataRoot.find(f"pre-training corpus {name!r}",
-                         [root.root / "lxmert" / f"{name}.json",
-                          root.root / "lxmert_data" / "lxmert" / f"{name}.json"],
-                         "LXMERT README: nlp.cs.unc.edu/data/lxmert_data/lxmert/<name>.json")
+    return root.path("pretrain", "corpus", name)
 
 
 def corpus_features(root: DataRoot, name: str) -> Path:
     if name not in CORPUS_FEATURES:
         raise ValueError(f"corpus {name!r} has no known feature file; known corpora: "
                          f"{sorted(CORPUS_FEATURES)}")
-    return CORPUS_FEATURES[name](root)
+    task, split = CORPUS_FEATURES[name]
+    return root.path(task, "features", split)
 
 
 @dataclass

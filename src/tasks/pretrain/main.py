@@ -5,20 +5,25 @@
     --init snap/pretrain/token/LAST               start from the previous stage's weights
                                                   (every head; fresh optimizer and schedule)
 
-The stage config gives the epochs, lr and batch size unless --epochs/--lr/--batchSize are
-given. Outputs in --output: EpochNN_LXRT.pth, LAST_LXRT.pth, BEST_EVAL_LOSS_LXRT.pth (the
-authors' layout: `--loadLXMERT OUTPUT/BEST_EVAL_LOSS` in any fine-tuning launcher),
-metrics.jsonl with each task's loss and accuracy per epoch, resume.pth for --resume.
+The stage file is the recipe: the epochs, lr, batch size, warmup and corpora it sets come
+between the defaults (LXMERT's recipe, `StageConfig`) and the command line, which wins (the
+log says when; run_info.json records each value's source). Outputs in --output:
+EpochNN_LXRT.pth, LAST_LXRT.pth, BEST_EVAL_LOSS_LXRT.pth (the authors' layout:
+`--loadLXMERT OUTPUT/BEST_EVAL_LOSS` in any fine-tuning launcher), metrics.jsonl with each
+task's loss and accuracy per epoch, resume.pth for --resume.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 
 from tasks.common.args import add_flag, base_parser, validate_args
 from tasks.common.runtime import setup_logging
+from tasks.common.settings import Settings, resolve_settings
 from tasks.common.trainer import run_task
-from tasks.pretrain.stage import StageConfig, StageConfigError, load_stage_config
+from tasks.pretrain.stage import (RECIPE_FIELDS, StageConfig, StageConfigError,
+                                  load_stage_config, stage_file_fields)
 from tasks.pretrain.task import PretrainTask
 
 log = logging.getLogger(__name__)
@@ -26,9 +31,8 @@ log = logging.getLogger(__name__)
 
 def build_parser():
     p = base_parser("LXMERT-S pre-training (LXMERT's recipe or one MSP stage)", epochs=20)
-    # None: taken from the stage config
-    p.set_defaults(batch_size=None, lr=None, epochs=None, train=None, valid=None,
-                   warmup=None, clip_norm=1.0)
+    lxmert = StageConfig()  # LXMERT's recipe: the defaults of the stage settings
+    p.set_defaults(**{name: getattr(lxmert, name) for name in RECIPE_FIELDS}, clip_norm=1.0)
     g = p.add_argument_group("pre-training")
     add_flag(g, "--stage", default=None,
              help="stage config JSON (run/configs/msp/{token,phrase,sentence}.json); "
@@ -71,9 +75,24 @@ def apply_visual_losses(stage: StageConfig, spec: str) -> None:
             stage.loss_weights[name] = 0.0
 
 
-def resolve_stage(args) -> StageConfig:
+def resolve_stage(parser, argv) -> tuple[Settings, StageConfig]:
+    """The run's settings (defaults, then the stage file's recipe fields, then the command
+    line) and its stage, whose recipe fields then hold the run's values."""
+    args = parser.parse_args(argv)
+    if args.recipe:
+        raise SystemExit(f"--recipe {args.recipe}: pre-training reads its recipe from the stage "
+                         f"file (--stage FILE)")
     try:
         stage = load_stage_config(args.stage) if args.stage else StageConfig().validate()
+        recipe = None
+        if args.stage:
+            given = stage_file_fields(args.stage)
+            recipe = (f"stage file {args.stage}",
+                      {name: getattr(stage, name) for name in RECIPE_FIELDS if name in given})
+        settings = resolve_settings(parser, argv, recipe=recipe)
+        args = validate_args(settings.args)
+        stage = dataclasses.replace(stage, **{name: getattr(args, name)
+                                              for name in RECIPE_FIELDS})
         if args.tasks:
             stage.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
             stage.validate("--tasks")
@@ -82,23 +101,16 @@ def resolve_stage(args) -> StageConfig:
             stage.check_trainable("--visualLosses")
     except StageConfigError as err:
         raise SystemExit(str(err)) from None
-    for flag, key in (("batch_size", "batch_size"), ("lr", "lr"), ("epochs", "epochs"),
-                      ("train", "train"), ("valid", "valid")):
-        if getattr(args, flag) is None:
-            setattr(args, flag, getattr(stage, key))
-    if args.warmup is None:
-        args.warmup = stage.warmup
     for task, start in stage.task_start_epochs.items():
         if start >= args.epochs:
             log.warning("task %s starts in epoch %d (task_start_epochs) but the run has %d "
                         "epochs: it is never trained", task, start, args.epochs)
-    return stage
+    return settings, stage
 
 
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
-    stage = resolve_stage(args)
-    args = validate_args(args)
+    settings, stage = resolve_stage(build_parser(), argv)
+    args = settings.args
     if args.image_limit is not None and args.image_limit < 1:
         raise SystemExit(f"--imageLimit {args.image_limit}: expected a positive number of "
                          f"images")
@@ -108,7 +120,7 @@ def main(argv=None) -> dict:
     task = PretrainTask(args, stage)
     if args.prepare_only:
         return prepare(task, args)
-    return run_task(args, task, argv)
+    return run_task(args, task, argv, settings)
 
 
 def prepare(task: PretrainTask, args) -> dict:

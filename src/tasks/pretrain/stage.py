@@ -49,6 +49,11 @@ _RATES = ("word_mask_rate", "obj_mask_rate", "ifrs_rate", "itm_negative_rate",
           "hard_negative_fraction", "phrase_prob", "warmup", "span_geometric_p")
 
 
+# the stage fields that are run settings: a stage file sets them between the defaults and the
+# command line (tasks.common.settings), and the run's flags record them
+RECIPE_FIELDS = ("batch_size", "lr", "epochs", "warmup", "train", "valid")
+
+
 class StageConfigError(ValueError):
     pass
 
@@ -227,3 +232,8 @@ def load_stage_config(path) -> StageConfig:
     values = {k: v for k, v in raw.items() if not k.startswith("_")}
     values.setdefault("name", path.stem)
     return StageConfig(**values).validate(str(path))
+
+
+def stage_file_fields(path) -> set:
+    """The fields a stage file sets itself (the others keep StageConfig's defaults)."""
+    return {key for key in read_json(Path(path)) if not key.startswith("_")}

@@ -10,20 +10,19 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from lxrt.loading import read_pretraining_answers
-from lxrt.tokenization import LXRTTokenizer, find_vocab_file
-from tasks.common.model_setup import MAX_SEQ_LENGTH, build_config, model_run_info
-from tasks.common.paths import DataRoot
+from tasks.common.distributed import rank_zero_first
+from tasks.common.model_setup import MAX_SEQ_LENGTH
 from tasks.common.readers import DataFormatError, check_feature_dim
-from tasks.common.trainer import CheckpointFiles, EvalResult, Task
+from tasks.common.task import CheckpointFiles, EvalResult, TaskBase
 from tasks.pretrain import neighbors
-from tasks.pretrain.data import (FAST_IMG_NUM, TINY_IMG_NUM, PretrainDataset, Vocab, load_corpus,
-                                 phrase_table, select_sentences)
+from tasks.pretrain.data import (PretrainDataset, Vocab, load_corpus, phrase_table,
+                                 select_sentences)
+from tasks.pretrain.entry import PRETRAIN
 from tasks.pretrain.model import (authors_state_dict, build_pretraining_model, load_encoder,
                                   load_full)
-from tasks.pretrain.stage import LOSS_NAMES, StageConfig
+from tasks.pretrain.stage import LOSS_NAMES, RECIPE_FIELDS, StageConfig
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ def check_split(data, sentences: np.ndarray, stage: StageConfig, names: str,
                               f"features in {files}; {read}")
 
 
-class PretrainTask(Task):
+class PretrainTask(TaskBase):
     name = "pretrain"
     # the authors' file names and layout: --loadLXMERT OUTPUT/BEST_EVAL_LOSS fine-tunes from it
     checkpoint_files = CheckpointFiles(best="BEST_EVAL_LOSS_LXRT.pth", last="LAST_LXRT.pth",
@@ -120,12 +119,10 @@ class PretrainTask(Task):
     score_is_loss = True  # the validation loss selects BEST_EVAL_LOSS
 
     def __init__(self, args, stage: StageConfig):
-        self.args, self.stage = args, stage
-        self.root = DataRoot(args.data_root)
-        self.config = build_config(args)
-        self.tokenizer = LXRTTokenizer(find_vocab_file(self.root.root), MAX_SEQ_LENGTH)
+        super().__init__(args)
+        self.stage = stage
         self.vocab = Vocab.of(self.tokenizer)
-        self.answers = read_pretraining_answers(self.root.all_answers())
+        self.answers = read_pretraining_answers(self.root.path("pretrain", "answers"))
         self.weights = torch.tensor(stage.weights())
         self._valid: Optional[PretrainDataset] = None
         self._train: Optional[PretrainDataset] = None
@@ -148,28 +145,26 @@ class PretrainTask(Task):
         args = self.args
         if args.image_limit:
             return args.image_limit
-        return TINY_IMG_NUM if args.tiny else FAST_IMG_NUM if args.fast else None
+        if args.tiny:
+            return PRETRAIN.tiny_images
+        return PRETRAIN.fast_images if args.fast else None
 
     def _dataset(self, names: str, topk: Optional[int], fixed_epoch=None) -> PretrainDataset:
         args, stage = self.args, self.stage
-        first = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-        if not first:  # rank 0 builds the caches, the others then read them
-            dist.barrier()
-        data = load_corpus(self.root, names, self.tokenizer, self.answers, topk,
-                           cache_dir=args.pretrain_cache, feature_cache=args.feature_cache,
-                           fp16=args.fp16_features)
-        sentences = select_sentences(data.corpus, stage.sentence_sources)
-        check_split(data, sentences, stage, names, topk)
-        check_feature_dim(data.stores, self.config.visual_feat_dim)
-        nearest = phrases = None
-        if stage.has("itm_hs"):
-            path = data.cache_dir / f"neighbors-{data.key}-k{stage.hard_negative_k}.npy"
-            nearest = neighbors.load_or_compute(path, data.corpus, data.stores,
-                                                stage.hard_negative_k)
-        if stage.text_unit == "phrase":
-            phrases = phrase_table(data, sentences, self.vocab)
-        if first and dist.is_available() and dist.is_initialized():
-            dist.barrier()
+        with rank_zero_first():  # rank 0 builds the caches, the others then read them
+            data = load_corpus(self.root, names, self.tokenizer, self.answers, topk,
+                               cache_dir=args.pretrain_cache, feature_cache=args.feature_cache,
+                               fp16=args.fp16_features)
+            sentences = select_sentences(data.corpus, stage.sentence_sources)
+            check_split(data, sentences, stage, names, topk)
+            check_feature_dim(data.stores, self.config.visual_feat_dim)
+            nearest = phrases = None
+            if stage.has("itm_hs"):
+                path = data.cache_dir / f"neighbors-{data.key}-k{stage.hard_negative_k}.npy"
+                nearest = neighbors.load_or_compute(path, data.corpus, data.stores,
+                                                    stage.hard_negative_k)
+            if stage.text_unit == "phrase":
+                phrases = phrase_table(data, sentences, self.vocab)
         return PretrainDataset(data, stage, self.vocab, args.seed, sentences, MAX_SEQ_LENGTH,
                                nearest, phrases, fixed_epoch)
 
@@ -238,7 +233,7 @@ class PretrainTask(Task):
         return self._summary(stats)
 
     # ---- validation ----------------------------------------------------------------------
-    def evaluate(self, trainer, model, split: str) -> EvalResult:
+    def evaluate(self, ctx, model, split: str) -> EvalResult:
         """The validation loss: each loss averaged over every item it labels in the whole
         split (masked pieces for MLM, answered questions for QA, examples for ITM and the
         topic, regions for the visual losses), then summed with the stage's weights, every
@@ -250,25 +245,22 @@ class PretrainTask(Task):
 
         def step(m, batch):
             out, losses, present, positions, _ = self.forward(m, batch, self.weights)
-            b = batch["input_ids"].shape[0]
             items = labelled_items(batch, positions) * present
             counts = hits_and_counts(out, batch, positions)
-            row = torch.cat([losses * items, items,
-                             torch.stack([v for pair in counts.values() for v in pair])])
-            return {"batch": row[None].expand(b, -1) / b}  # summed over items: the row once
+            return {"loss_sums": losses * items, "items": items,
+                    **{f"hits_{k}": h for k, (h, _) in counts.items()},
+                    **{f"count_{k}": n for k, (_, n) in counts.items()}}
 
-        totals = trainer.predict(model, dataset, step, desc=f"valid {split}")["batch"]
-        totals = totals.double().sum(0)
-        k = len(LOSS_NAMES)
-        sums, items = totals[:k], totals[k:2 * k]
+        totals = ctx.sum_batches(model, dataset, step, desc=f"valid {split}")
+        sums, items = totals["loss_sums"], totals["items"]
         means = torch.where(items > 0, sums / items.clamp(min=1), torch.zeros_like(sums))
         valid_loss = float((means * self.weights.double()).sum())
         metrics = {"loss": valid_loss}
         for i, name in enumerate(LOSS_NAMES):
             if self.weights[i] > 0 and items[i] > 0:
                 metrics[f"{name}_loss"] = float(means[i])
-        for i, name in enumerate(ACCURACIES):
-            hits, count = float(totals[2 * k + 2 * i]), float(totals[2 * k + 2 * i + 1])
+        for name in ACCURACIES:
+            hits, count = float(totals[f"hits_{name}"]), float(totals[f"count_{name}"])
             if count and self._scored(name):
                 metrics[f"{name}_acc"] = hits / count
         log.info("valid %s: loss %.4f %s", split, valid_loss,
@@ -277,17 +269,16 @@ class PretrainTask(Task):
 
     # ---- checkpoints ---------------------------------------------------------------------
     def run_inputs(self) -> dict:
-        """The stage's content (its file may be edited in place between stop and resume)."""
-        stage = json.dumps(self.stage.to_dict(), sort_keys=True).encode("utf-8")
+        """The stage's content (its file may be edited in place between stop and resume),
+        apart from its recipe fields, which the run's flags record."""
+        content = {k: v for k, v in self.stage.to_dict().items() if k not in RECIPE_FIELDS}
+        stage = json.dumps(content, sort_keys=True).encode("utf-8")
         return {"stage_sha1": hashlib.sha1(stage).hexdigest()}
 
-    def run_info(self) -> dict:
-        """The model sizes and vocabulary (a fine-tuning run loading these weights checks the
-        vocabulary against its own; tools.predict says it needs a fine-tuned model), and the
-        stage as run (its config's fields after --tasks/--visualLosses; the recipe values it
-        fed, such as the warmup, are in run_info.json's args)."""
-        return {**model_run_info("pretrain", self.config, self.tokenizer),
-                "stage": self.stage.to_dict()}
+    def task_info(self) -> dict:
+        """The stage as run (its config's fields after --tasks/--visualLosses, the recipe
+        fields holding the run's values), beside the model sizes and vocabulary."""
+        return {"stage": self.stage.to_dict()}
 
     def checkpoint_state(self, model) -> dict:
         return authors_state_dict(model, self.config)

@@ -14,13 +14,11 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from tasks.common.task_dataset import TaskDataset
-from tasks.common.readers import (DataFormatError, ImageLookup, check_feature_dim,
-                                  check_not_empty, feature_topk, filter_by_features,
-                                  is_integer, is_number, open_stores, read_json, read_records,
-                                  split_list, stores_num_boxes, tokenize_texts)
+from tasks.common.readers import (DataFormatError, is_integer, is_number, load_splits,
+                                  read_json, read_records)
+from tasks.common.registry import DataFile
+from tasks.common.task_dataset import ImageTextDataset
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +64,25 @@ def load_qa_split(path: str | Path, require_label: bool = False,
     return data
 
 
+def answer_table_files(label: str, dirs: tuple, source: str, shipped: str | None = None,
+                       lxmert_layout: bool = True) -> dict:
+    """The registry declarations (kinds `ans2label`, `label2ans`) of a VQA-like task's answer
+    table, `trainval_{kind}.json` in `dirs`; `shipped`: the folder of this repository's data/
+    holding a copy."""
+    return {kind: DataFile(f"{label} answer table {{name}}", f"trainval_{kind}.json", dirs,
+                           source, lxmert_layout,
+                           f"{shipped}/trainval_{kind}.json" if shipped else None)
+            for kind in ("ans2label", "label2ans")}
+
+
 class AnswerTable:
     """The task's answer vocabulary: `trainval_ans2label.json` (dict answer -> int) and
     `trainval_label2ans.json` (list). The row order is that of the authors' answer heads."""
+
+    @classmethod
+    def of(cls, root, task: str) -> "AnswerTable":
+        """The answer table `task` declares, found under the data root `root`."""
+        return cls(root.path(task, "ans2label"), root.path(task, "label2ans"))
 
     def __init__(self, ans2label_path: str | Path, label2ans_path: str | Path):
         self.ans2label_path = Path(ans2label_path)
@@ -111,7 +125,7 @@ class AnswerTable:
 
 
 # ---------------------------------------------------------------------------------- datasets
-class QADataset(TaskDataset):
+class QADataset(ImageTextDataset):
     """Soft-score VQA/GQA dataset.
 
     All sentences are tokenized once here (never in `__getitem__` or the model). Targets are
@@ -121,8 +135,7 @@ class QADataset(TaskDataset):
     authors' VQA behaviour, KeyError). Features are looked up in `__getitem__` from the lazily
     opened stores, which is safe in DataLoader workers.
 
-    Items: dict `index` int64, `input_ids`/`token_position`/`input_mask` [L] int64,
-    `feats` [36,D] float32, `boxes` [36,4] float32, `target` [A] float32 (zeros if unlabelled).
+    Items: those of `ImageTextDataset`, `target` [A] float32 (zeros if unlabelled).
     """
 
     def __init__(self, data: list[dict], feature_stores, tokenizer, answer_table: AnswerTable,
@@ -131,12 +144,10 @@ class QADataset(TaskDataset):
         if unknown_answer not in UNKNOWN_ANSWER_MODES:
             raise ValueError(f"unknown_answer must be one of {UNKNOWN_ANSWER_MODES}, "
                              f"got {unknown_answer!r}")
-        self.split_name = split_name
+        super().__init__(data, feature_stores, tokenizer, split_name, subset, num_boxes,
+                         what="questions")
         self.answer_table = answer_table
         self.num_answers = answer_table.num_answers
-        self.images = ImageLookup(feature_stores, num_boxes)
-        self.data = filter_by_features(list(data), self.images.__contains__, ("img_id",),
-                                       split_name, subset, "question_id")
         self.question_ids = [d["question_id"] for d in self.data]
         self.img_ids = [d["img_id"] for d in self.data]
 
@@ -165,30 +176,14 @@ class QADataset(TaskDataset):
             self._target_val.append(np.asarray(val, dtype=np.float32))
         if self.num_unknown_answers and unknown_answer == "count":
             log.warning("split %s: %d answer labels are not in the %d-answer table and "
-                           "were left out of the targets (e.g. %s)", split_name,
-                           self.num_unknown_answers, self.num_answers,
-                           ", ".join(repr(a) for a in unknown_examples))
-
-        self.tokens = tokenize_texts(tokenizer, [d["sent"] for d in self.data])
-        log.info("split %s: %d questions", split_name, len(self.data))
-
-    def __len__(self) -> int:
-        return len(self.data)
+                        "were left out of the targets (e.g. %s)", split_name,
+                        self.num_unknown_answers, self.num_answers,
+                        ", ".join(repr(a) for a in unknown_examples))
 
     def target(self, index: int) -> np.ndarray:
         target = np.zeros(self.num_answers, dtype=np.float32)
         target[self._target_idx[index]] = self._target_val[index]
         return target
-
-    def __getitem__(self, index: int) -> dict:
-        feats, boxes = self.images.get(self.img_ids[index])
-        item = {"index": torch.tensor(index, dtype=torch.int64)}
-        for name, arr in self.tokens.items():
-            item[name] = torch.from_numpy(arr[index])
-        item["feats"] = torch.from_numpy(feats)
-        item["boxes"] = torch.from_numpy(boxes)
-        item["target"] = torch.from_numpy(self.target(index))
-        return item
 
 
 # ---------------------------------------------------------------------------------- building
@@ -204,25 +199,16 @@ def load_qa_dataset(data_root, task: str, splits, tokenizer, tiny: bool = False,
     (the model's visual_feat_dim) is checked against the stores. An empty split is an error."""
     from tasks.common.paths import DataRoot
     root = data_root if isinstance(data_root, DataRoot) else DataRoot(data_root)
-    names = split_list(splits)
-    if not names:
-        raise ValueError("no split given")
     if answer_table is None:
-        answer_table = AnswerTable(*root.answer_tables(task))
+        answer_table = AnswerTable.of(root, task)
     if unknown_answer is None:
         unknown_answer = "ignore" if task == "gqa" else "count"
-    data, paths_topk, files = [], [], []
-    subset = False
-    for split in names:
-        files.append(root.qa_json(task, split))
-        data.extend(load_qa_split(files[-1], require_label, int_ids=task != "gqa"))
-        topk = feature_topk(split, tiny, fast, task=task)
-        subset = subset or topk is not None
-        paths_topk.append((root.qa_features(task, split), topk))
-    stores = open_stores(paths_topk, cache_dir=cache_dir, fp16=fp16)
-    check_feature_dim(stores, feat_dim)
-    dataset = QADataset(data, stores, tokenizer, answer_table, split_name=",".join(names),
-                        subset=subset, unknown_answer=unknown_answer,
-                        num_boxes=stores_num_boxes(stores))
-    check_not_empty(dataset, files, subset and bool(data))
-    return dataset
+
+    def build(data, stores, name, subset, num_boxes):
+        return QADataset(data, stores, tokenizer, answer_table, split_name=name, subset=subset,
+                         unknown_answer=unknown_answer, num_boxes=num_boxes)
+
+    return load_splits(root, task, splits,
+                       lambda path: load_qa_split(path, require_label, int_ids=task != "gqa"),
+                       build, tiny=tiny, fast=fast, cache_dir=cache_dir, fp16=fp16,
+                       feat_dim=feat_dim)

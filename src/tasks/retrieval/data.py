@@ -327,7 +327,7 @@ def held_out_files(root: DataRoot) -> Optional[tuple[Path, Path]]:
     """(json, tsv) of a held-out Flickr30k annotation file (`flickr30k_valid2014.json` or
     `flickr30k_val2014.json`), or None."""
     for stem in HELD_OUT_FILES:
-        for d in root._flickr_dirs():
+        for d in root.dirs("retrieval", "annotations"):
             js = d / f"flickr30k_{stem}.json"
             if js.is_file():
                 tsv = d / f"flickr30k_{stem}.tsv"
@@ -340,18 +340,23 @@ def held_out_files(root: DataRoot) -> Optional[tuple[Path, Path]]:
 def split_files(root: DataRoot, split: str) -> tuple[Path, Path]:
     """(annotation json, feature tsv) a split reads (minival reads the train files)."""
     if split in ("train", "minival"):
-        return root.flickr_annotations("train"), root.flickr_features("train")
+        return files_of(root, "train")
     if split in ("valid", "val"):
         found = held_out_files(root)
         if found is None:
             raise FileNotFoundError(
                 f"split {split!r}: no held-out Flickr30k annotation file "
                 f"(flickr30k_valid2014.json / flickr30k_val2014.json) in "
-                f"{', '.join(str(d) for d in root._flickr_dirs())}. Use --valid minival (a "
+                f"{', '.join(str(d) for d in root.dirs('retrieval', 'annotations'))}. Use "
+                f"--valid minival (a "
                 f"validation subset carved from the train images, --validImages N), or "
                 f"--valid test to validate on the test file as the authors did.")
         return found
-    return root.flickr_annotations(split), root.flickr_features(split)
+    return files_of(root, split)
+
+
+def files_of(root: DataRoot, split: str) -> tuple[Path, Path]:
+    return root.path("retrieval", "annotations", split), root.path("retrieval", "features", split)
 
 
 def build_split(name: str, annotations: FlickrAnnotations, image_rows, tokens_all: dict,
@@ -459,7 +464,7 @@ class SplitLoader:
         return self._splits[name]
 
     def hard_negatives(self) -> HardNegatives:
-        return load_hard_negatives(self.root.hard_negatives())
+        return load_hard_negatives(self.root.path("retrieval", "hard_negatives"))
 
 
 # ------------------------------------------------------------------------------------ training

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from tasks.common.args import add_flag, base_parser, validate_args
+from tasks.common.args import add_flag, base_parser
+from tasks.common.settings import parse_settings
 from tasks.common.trainer import run_task
 from tasks.retrieval.data import DEFAULT_VALID_IMAGES
 from tasks.retrieval.evaluate import SCORE_FUNCTIONS
@@ -59,14 +60,15 @@ def build_parser():
 
 
 def main(argv=None) -> dict:
-    args = validate_args(build_parser().parse_args(argv))
+    settings = parse_settings(build_parser(), argv, __package__)
+    args = settings.args
     if args.authors_scoring and not args.test:
         raise SystemExit(f"--authorsScoring {args.authors_scoring} scores the --test split: "
                          "give --test SPLIT (validation always runs in eval mode)")
     if args.zero_shot:
         log.info("--zeroShot has no effect: the score function is --scoreFunction %s",
                  args.score_function)
-    return run_task(args, RetrievalTask(args), argv)
+    return run_task(args, RetrievalTask(args), argv, settings)
 
 
 if __name__ == "__main__":

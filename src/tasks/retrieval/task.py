@@ -20,18 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from lxrt.loading import load_itm_head
-from lxrt.tokenization import LXRTTokenizer, find_vocab_file
 from tasks.common.args import subset_flags, warn_if_loaded_whole
-from tasks.common.model_setup import (MAX_SEQ_LENGTH, build_config, load_task_weights,
-                                      model_run_info)
-from tasks.common.paths import DataRoot
 from tasks.common.precision import autocast as make_autocast
-from tasks.common.trainer import EvalResult, Task
+from tasks.common.readers import TEXT_KEYS
+from tasks.common.task import EvalResult, TaskBase
 from tasks.retrieval.data import (PAIRS_PER_CAPTION, RetrievalTrainDataset, SplitLoader,
                                   check_split_disjoint)
 from tasks.retrieval.evaluate import (DIRECTION_PROTOCOLS, DeviceSplit, EvalOptions,
-                                      default_pairs_per_forward, eval_log_lines, evaluate_split, format_metrics,
-                                      mean_recall, write_outputs)
+                                      default_pairs_per_forward, eval_log_lines, evaluate_split,
+                                      format_metrics, mean_recall, write_outputs)
 from tasks.retrieval.model import RetrievalModel
 
 log = logging.getLogger(__name__)
@@ -45,14 +42,11 @@ def pair_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy(probs, onehot) * 2
 
 
-class RetrievalTask(Task):
+class RetrievalTask(TaskBase):
     name = "retrieval"
 
     def __init__(self, args):
-        self.args = args
-        self.root = DataRoot(args.data_root)
-        self.config = build_config(args)
-        self.tokenizer = LXRTTokenizer(find_vocab_file(self.root.root), MAX_SEQ_LENGTH)
+        super().__init__(args)
         self.splits = self._split_loader(args.tiny, args.fast)
         self._whole_splits = None  # the --test split's loader when --tiny/--fast cut the others
         self._device_splits: dict = {}
@@ -77,15 +71,11 @@ class RetrievalTask(Task):
 
     # ---- model and weights ----------------------------------------------------------------
 
-    def run_info(self) -> dict:
-        return model_run_info("retrieval", self.config, self.tokenizer)
-
     def build_model(self):
         return RetrievalModel(self.config)
 
-    def load_weights(self, model) -> None:
-        load_task_weights(self.args, model, self.config,
-                          lambda m, path: load_itm_head(m, path, self.config))
+    def load_head(self, model, path) -> None:
+        load_itm_head(model, path, self.config)
 
     # ---- data -----------------------------------------------------------------------------
 
@@ -111,11 +101,10 @@ class RetrievalTask(Task):
     def compute_loss(self, model, batch):
         length = batch["input_ids"].shape[-1]
         n_box, dim = batch["feats"].shape[-2:]
-        logits = model(batch["input_ids"].reshape(-1, length),
-                       batch["token_position"].reshape(-1, length),
-                       batch["input_mask"].reshape(-1, length),
-                       batch["feats"].reshape(-1, n_box, dim),
-                       batch["boxes"].reshape(-1, n_box, 4))
+        logits = self.logits(model, {  # one row per pair
+            **{k: batch[k].reshape(-1, length) for k in TEXT_KEYS},
+            "feats": batch["feats"].reshape(-1, n_box, dim),
+            "boxes": batch["boxes"].reshape(-1, n_box, 4)})
         target = batch["target"].reshape(-1)  # sample-major: 4 pairs of caption 0, then 1, ...
         loss = pair_loss(logits, target)
         hits = (logits.argmax(1) == target).sum()
@@ -129,16 +118,19 @@ class RetrievalTask(Task):
     def pairs_per_forward(self, device) -> int:
         return self.args.pairs_per_forward or default_pairs_per_forward(device)
 
-    def eval_options(self, trainer, split: str) -> EvalOptions:
-        """The flags of one evaluation of `split`; --evalPrecision overrides the run's."""
-        precision = self.args.eval_precision or trainer.precision
+    def eval_options(self, ctx, split: str) -> EvalOptions:
+        """The flags of one evaluation of `split` in the context `ctx`; --evalPrecision
+        overrides the run's precision."""
+        args = self.args
+        autocast = ctx.autocast
+        if args.eval_precision:
+            autocast = functools.partial(make_autocast, ctx.device, args.eval_precision)
         return EvalOptions(
-            device=trainer.device, pairs_per_forward=self.pairs_per_forward(trainer.device),
-            score_function=self.args.score_function, direction=self.args.direction,
-            rank_method=self.args.rank_method, precision=precision,
-            autocast=functools.partial(make_autocast, trainer.device, precision),
-            dist=trainer.dist, progress=trainer.is_main and trainer.use_tqdm,
-            authors_scoring=self.authors_scoring_runs(split), seed=self.args.seed)
+            device=ctx.device, pairs_per_forward=self.pairs_per_forward(ctx.device),
+            score_function=args.score_function, direction=args.direction,
+            rank_method=args.rank_method, precision=args.eval_precision or args.precision,
+            autocast=autocast, dist=ctx.dist, progress=ctx.progress,
+            authors_scoring=self.authors_scoring_runs(split), seed=args.seed)
 
     def authors_scoring_runs(self, split: str) -> int:
         """--authorsScoring applies to the --test split; validation stays in eval mode, so
@@ -146,14 +138,14 @@ class RetrievalTask(Task):
         runs = getattr(self.args, "authors_scoring", 0) or 0
         return runs if split == self.args.test else 0
 
-    def evaluate(self, trainer, model, split: str) -> EvalResult:
+    def evaluate(self, ctx, model, split: str) -> EvalResult:
         args = self.args
         data_split = self.split(split)
-        key = (split, str(trainer.device))
+        key = (split, str(ctx.device))
         if key not in self._device_splits:
-            self._device_splits[key] = DeviceSplit(data_split, trainer.device)
+            self._device_splits[key] = DeviceSplit(data_split, ctx.device)
         metrics, report, logits = evaluate_split(model, data_split,
-                                                 self.eval_options(trainer, split),
+                                                 self.eval_options(ctx, split),
                                                  data=self._device_splits[key])
         if split != args.test:  # validation: keep nothing big around
             del self._device_splits[key]
@@ -165,11 +157,11 @@ class RetrievalTask(Task):
         return EvalResult(score, metrics, {"split": data_split, "logits": logits.cpu(),
                                            "report": report})
 
-    def write_results(self, trainer, result: EvalResult, split: str):
-        if not trainer.is_main:
+    def write_results(self, ctx, result: EvalResult, split: str):
+        if not ctx.is_main:
             return None
         pred = result.predictions
-        paths = write_outputs(Path(trainer.output), pred["split"], pred["logits"],
+        paths = write_outputs(Path(ctx.output), pred["split"], pred["logits"],
                               pred["report"], result.metrics)
         for line in eval_log_lines(result.metrics):
             log.info(line)

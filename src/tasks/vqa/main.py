@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from tasks.common.args import base_parser, validate_args
+from tasks.common.args import base_parser
 from tasks.qa.task import EASYVQA_SPEC, VQA_SPEC, QATask
-from tasks.common.trainer import run_task
+from tasks.common.trainer import run_main
 
 
 def build_parser():
@@ -21,10 +21,12 @@ def build_parser():
     return parser
 
 
+def make_task(args) -> QATask:
+    return QATask(args, EASYVQA_SPEC if args.task == "easyvqa" else VQA_SPEC)
+
+
 def main(argv=None) -> dict:
-    args = validate_args(build_parser().parse_args(argv))
-    spec = EASYVQA_SPEC if args.task == "easyvqa" else VQA_SPEC
-    return run_task(args, QATask(args, spec), argv)
+    return run_main(build_parser(), make_task, argv, __package__)
 
 
 if __name__ == "__main__":
