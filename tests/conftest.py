@@ -17,7 +17,56 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
+import contextlib  # noqa: E402
+import signal  # noqa: E402
+
 import pytest  # noqa: E402
+
+# A phase (setup, call, teardown) of one test that runs longer than this many seconds fails
+# with a traceback instead of holding the whole run until the CI's limit: a hung worker or
+# lock wait then costs one test, not the run. The slowest test takes about a minute on 2 cores.
+PHASE_TIMEOUT_S = int(os.environ.get("LXRT_TEST_TIMEOUT", "600"))
+
+
+class PhaseTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(item, phase: str):
+    if PHASE_TIMEOUT_S <= 0 or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise PhaseTimeout(f"{item.nodeid}: {phase} ran over {PHASE_TIMEOUT_S} s "
+                           "(LXRT_TEST_TIMEOUT)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(PHASE_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _deadline(item, "setup"):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _deadline(item, "call"):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    with _deadline(item, "teardown"):
+        yield
 
 
 def pytest_configure(config):
