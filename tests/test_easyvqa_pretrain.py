@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.pretrain.main import build_parser, resolve_stage
+from tasks.pretrain.stage import load_stage_config
 from tools import easyvqa_pretrain as driver
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +39,8 @@ def commands(capfd, argv) -> tuple[list, list]:
 
 
 def resolved(argv: list) -> tuple:
-    args = build_parser().parse_args(argv)
-    return args, resolve_stage(args)
+    settings, stage = resolve_stage(build_parser(), argv)
+    return settings.args, stage
 
 
 def test_the_ablation_gives_every_arm_the_same_steps_and_data(dry, capfd):
@@ -111,8 +112,9 @@ def test_the_proof_passes_only_what_differs_from_the_stage_configs(dry, capfd):
     assert len(cpu) == len(gpu) == 4
     for a, b in zip(cpu, gpu):
         assert not {"--batchSize", "--lr", "--epochs"} & set(a)
-        args, stage = resolved(b)
-        assert (args.batch_size, args.lr) == (256, 1e-4) and args.epochs != stage.epochs
+        args, _ = resolved(b)
+        config = load_stage_config(args.stage)  # the file's values; the stage holds the run's
+        assert (args.batch_size, args.lr) == (256, 1e-4) and args.epochs != config.epochs
 
 
 def test_the_jobs_run_after_the_stage_they_start_from(tmp_path):

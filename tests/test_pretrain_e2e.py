@@ -221,12 +221,13 @@ def validation_loss(argv: list[str], eval_batch: int) -> float:
     from tasks.common.trainer import Trainer
     from tasks.pretrain.main import build_parser, resolve_stage
     from tasks.pretrain.task import PretrainTask
-    args = build_parser().parse_args(argv + ["--evalBatchSize", str(eval_batch)])
-    task = PretrainTask(args, resolve_stage(args))
+    settings, stage = resolve_stage(build_parser(), argv + ["--evalBatchSize", str(eval_batch)])
+    args = settings.args
+    task = PretrainTask(args, stage)
     task.train_dataset()  # the replacement region features come from the training set
     trainer = Trainer(args, task)
     try:
-        return trainer.task.evaluate(trainer, trainer.prepare_model(), args.valid).score
+        return trainer.task.evaluate(trainer.context(), trainer.prepare_model(), args.valid).score
     finally:
         trainer.close()
 
@@ -238,8 +239,9 @@ def test_validation_loss_is_the_whole_split_as_one_batch(chain, root, tmp_path):
     from tasks.pretrain.main import build_parser, resolve_stage
     from tasks.pretrain.task import PretrainTask, build_labels
     argv = flags(root, tmp_path / "v", "sentence", "--init", str(chain / "sentence" / "LAST"))
-    args = build_parser().parse_args(argv)
-    task = PretrainTask(args, resolve_stage(args))
+    settings, stage = resolve_stage(build_parser(), argv)
+    args = settings.args
+    task = PretrainTask(args, stage)
     task.train_dataset()
     valid = task.valid_dataset()
     batch = torch.utils.data.default_collate([valid[i] for i in range(len(valid))])
