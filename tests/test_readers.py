@@ -427,8 +427,8 @@ def test_json_lines_errors_name_the_file_line_and_key(tmp_path):
     assert read_json_lines(path, "examples", ("a", "b")) == [{"a": 1, "b": "x"},
                                                               {"a": 2, "b": "y"}]
     for text, message in (('{"a": 1}\n', "line 1: missing key 'b'"),
-                          ('{"a": 1, "b": 2}\n{oops\n', "line 2: not JSON"),
-                          ('{"a": 1, "b": 2}\n[1]\n', "line 2: expected an object")):
+                          ('{"a": 1, "b": 2}\n{oops\n', "line 2: not valid JSON"),
+                          ('{"a": 1, "b": 2}\n[1]\n', "line 2: expected a JSON object")):
         path.write_text(text)
         with pytest.raises(DataFormatError, match=f"x.jsonl: {message}"):
             read_json_lines(path, "examples", ("a", "b"))

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from tasks.common.readers import json_objects
 
 REQUIRED = ("image", "question")
 OPTIONAL = ("split", "question_id")
@@ -162,16 +163,8 @@ def _csv_question_id(path: Path, line: int, cell: dict) -> int | None:
 # ---------------------------------------------------------------------------------- JSONL
 def _jsonl_rows(path: Path, text: str) -> list[Row]:
     rows = []
-    for line, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except ValueError as err:
-            raise QAFileError(f"{path}: line {line}: not valid JSON ({err})") from None
-        if not isinstance(obj, dict):
-            raise QAFileError(f"{path}: line {line}: expected a JSON object with keys image, "
-                              f"question, answer or answers; got {type(obj).__name__}")
+    for line, obj in json_objects(path, text.splitlines(), "with keys image, question, answer "
+                                  "or answers", error=QAFileError):
         for key in REQUIRED:
             if not isinstance(obj.get(key), str):
                 raise QAFileError(f"{path}: line {line}: key {key!r} must be a string, got "

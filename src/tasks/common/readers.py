@@ -8,7 +8,7 @@ import json
 import logging
 import numbers
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -84,6 +84,24 @@ def read_records(path: str | Path, what: str, required: Sequence[str]) -> list[d
     return data
 
 
+def json_objects(path: str | Path, lines: Sequence[str], what: str,
+                 error: type = DataFormatError) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSON-lines file; a line that is not
+    JSON or not an object raises `error` naming the file and the line (`what`: what each
+    object is, for the message)."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise error(f"{path}: line {n}: not valid JSON ({err})") from None
+        if not isinstance(record, dict):
+            raise error(f"{path}: line {n}: expected a JSON object ({what}), "
+                        f"got {type(record).__name__}")
+        yield n, record
+
+
 def read_json_lines(path: str | Path, what: str, required: Sequence[str]) -> list[dict]:
     """A JSON-lines file of objects that each have the `required` keys (blank lines are
     skipped); errors name the file, the line and the key."""
@@ -92,16 +110,7 @@ def read_json_lines(path: str | Path, what: str, required: Sequence[str]) -> lis
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise FileNotFoundError(f"data file not found: {path}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as err:
-            raise DataFormatError(f"{path}: line {n}: not JSON ({err})") from None
-        if not isinstance(record, dict):
-            raise DataFormatError(f"{path}: line {n}: expected an object (one of the {what}), "
-                                  f"got {type(record).__name__}")
+    for n, record in json_objects(path, lines, f"one of the {what}"):
         missing = [key for key in required if key not in record]
         if missing:
             raise DataFormatError(f"{path}: line {n}: missing key {missing[0]!r}")
