@@ -83,5 +83,5 @@ def test_bad_runs_are_named(tmp_path, capsys):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "metrics.jsonl").write_text(json.dumps(_epoch(0, 1.0)) + "\n{oops\n")
-    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a JSON record"):
+    with pytest.raises(ValueError, match=r"metrics.jsonl: line 2: not valid JSON"):
         plot_metrics.read_epochs(broken)

@@ -11,9 +11,10 @@ the validation score per epoch (`valid.accuracy`, or the first numeric validatio
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from tasks.common.readers import json_objects
 
 SCORE_KEYS = ("accuracy", "score")
 
@@ -24,15 +25,8 @@ def read_epochs(run_dir: str | Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (a run folder holds metrics.jsonl)")
     sections: list[list[dict]] = [[]]
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as err:
-            raise ValueError(f"{path}:{lineno}: not a JSON record ({err})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{lineno}: expected a JSON object")
+    for _, record in json_objects(path, path.read_text().splitlines(), "an epoch record",
+                                  error=ValueError):
         if "run_start" in record:
             sections.append([])
         elif "epoch" in record:
